@@ -1,0 +1,234 @@
+"""Command-line parameter groups, shared by train.py, render.py and the tools.
+
+Each group is a dataclass whose fields become flags (``--name``) with help text. Boolean flags
+accept both forms: ``--is_debug`` (true) and ``--is_debug true|false`` (the original release used
+``type=bool``, for which ``--is_debug False`` meant True).
+
+A run's data and model options are saved to ``<model_path>/cfg_args`` in the original release's
+text form (``Namespace(key=value, ...)``) and read back with :func:`read_cfg_args`, which parses
+literals only and never evaluates code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from utils.errors import CheckpointError, OptionError
+
+
+def str2bool(value: str | bool) -> bool:
+    """Parse a boolean flag value ('true'/'false', 'yes'/'no', '1'/'0', 'on'/'off')."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "y", "on"):
+        return True
+    if text in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _opt(default: Any, help: str, short: str | None = None, **extra: Any) -> Any:
+    """A dataclass field that carries its flag's help text and optional short form."""
+    return field(default=default, metadata={"help": help, "short": short, **extra})
+
+
+class ParamGroup:
+    """Base class: turns dataclass fields into an argparse group and back."""
+
+    title = "Parameters"
+
+    @classmethod
+    def add_to(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group(cls.title)
+        for f in dataclasses.fields(cls):
+            names = ["--" + f.name]
+            if f.metadata.get("short"):
+                names.append(f.metadata["short"])
+            kwargs: dict[str, Any] = {"help": f.metadata.get("help", ""), "dest": f.name}
+            kwargs["default"] = argparse.SUPPRESS
+            if f.type in (bool, "bool"):
+                kwargs.update(nargs="?", const=True, type=str2bool, metavar="true|false")
+            elif f.metadata.get("nargs"):
+                kwargs.update(nargs=f.metadata["nargs"], type=f.metadata.get("elem", int))
+            else:
+                kwargs["type"] = _field_type(f)
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+            group.add_argument(*names, **kwargs)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        """Build the group from a dict, ignoring keys that belong elsewhere."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    t = f.type
+    if isinstance(t, str):
+        t = {"int": int, "float": float, "str": str}[t]
+    return t
+
+
+@dataclass
+class ModelParams(ParamGroup):
+    """Where the data and the run live, how frames are split, and the model's sizes."""
+
+    title = "Data and model"
+    source_path: str = _opt("", "dataset folder holding transforms.json", short="-s")
+    model_path: str = _opt(
+        "", "output folder of the run (default: a new folder under output/)", short="-m"
+    )
+    sh_degree: int = _opt(3, "maximum spherical-harmonics degree of the colour")
+    resolution: int = _opt(
+        -1,
+        "image scale: 1, 2, 4 or 8 divide the size; another positive value is the target width; "
+        "-1 keeps it (widths over 1600 px are reduced to 1600)",
+        short="-r",
+    )
+    white_background: bool = _opt(
+        True, "composite frames onto white (true) or black (false)", short="-w"
+    )
+    eval: bool = _opt(False, "evaluate on held-out test frames during and after training")
+    test_frames: int = _opt(
+        1000, "the last N frames are held out and never trained on (the release used 1000)"
+    )
+    eval_frames: int = _opt(50, "the last N of the held-out frames form the test set")
+    is_debug: bool = _opt(False, "load only the first 50 training frames, for quick runs")
+    only_head: bool = _opt(
+        False, "train on the head only, masked by parsing/ (head = RGB (0,0,255))"
+    )
+    num_derivations: int = _opt(4, "learnable rotations (derivations) per Gaussian")
+    triplane_res: int = _opt(64, "resolution of each tri-plane")
+    triplane_channels: int = _opt(32, "channels of each tri-plane")
+
+
+@dataclass
+class PipelineParams(ParamGroup):
+    """How and where rendering runs."""
+
+    title = "Pipeline"
+    backend: str = _opt(
+        "auto",
+        "rasterizer: gsplat (CUDA), torch (pure PyTorch, any device) or auto "
+        "(gsplat when CUDA works, else torch)",
+        choices=("auto", "gsplat", "torch"),
+    )
+    device: str = _opt("auto", "torch device: auto (cuda if available), cpu, cuda or cuda:N")
+
+
+@dataclass
+class OptimizationParams(ParamGroup):
+    """Schedule, learning rates, loss weights and densification (the release's defaults)."""
+
+    title = "Optimization"
+    iterations: int = _opt(80_000, "training iterations")
+    warm_up: int = _opt(3_000, "iterations before the deformation network is switched on")
+    position_lr_init: float = _opt(1.6e-4, "position learning rate at the start (x5 spatial scale)")
+    position_lr_final: float = _opt(1.6e-6, "position learning rate at the end (x5 spatial scale)")
+    position_lr_delay_mult: float = _opt(0.01, "learning-rate delay multiplier (as 3DGS)")
+    position_lr_max_steps: int = _opt(30_000, "iterations over which the position rate decays")
+    deform_lr_max_steps: int = _opt(80_000, "iterations over which the deformation rate decays")
+    spatial_lr_scale: float = _opt(5.0, "scale of the position/scale/deformation rates")
+    feature_lr: float = _opt(1e-3, "learning rate of the colour decoder")
+    opacity_lr: float = _opt(1e-4, "learning rate of the opacity decoder")
+    scaling_lr: float = _opt(1e-3, "learning rate of the log-scales (x spatial scale)")
+    rotation_lr: float = _opt(1e-3, "learning rate of the rotations")
+    triplane_lr: float = _opt(1e-3, "learning rate of the tri-planes at the start")
+    triplane_lr_max_step: int = _opt(80_000, "iterations over which the tri-plane rate decays")
+    quater_lr_init: float = _opt(1e-3, "learning rate of the derivation quaternions at the start")
+    quater_lr_final: float = _opt(1e-5, "learning rate of the derivation quaternions at the end")
+    quater_lr_max_step: int = _opt(80_000, "iterations over which the derivation rate decays")
+    lambda_dssim: float = _opt(0.2, "weight of the (1 - SSIM) term; L1 gets 1 - lambda_dssim")
+    lambda_vgg: float = _opt(0.01, "weight of the VGG perceptual term")
+    percent_dense: float = _opt(0.01, "split above / clone below this fraction of the extent")
+    densification_interval: int = _opt(100, "densify every N iterations")
+    densify_from_iter: int = _opt(500, "first densification iteration")
+    densify_until_iter: int = _opt(15_000, "last densification iteration")
+    densify_grad_threshold: float = _opt(
+        2e-4, "mean screen-space gradient (NDC units, as the release) above which to densify"
+    )
+    opacity_reset_interval: int = _opt(
+        3000, "after this many iterations large-on-screen Gaussians are pruned too"
+    )
+    min_opacity: float = _opt(0.005, "prune Gaussians whose decoded opacity is below this")
+    max_screen_size: int = _opt(20, "prune Gaussians larger than this many pixels")
+
+
+def defaults(*groups: type[ParamGroup]) -> dict[str, Any]:
+    """The default values of every field of the given groups."""
+    out: dict[str, Any] = {}
+    for g in groups:
+        for f in dataclasses.fields(g):
+            out[f.name] = f.default
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# cfg_args: the original release's text form, read without eval
+
+_ORIGINAL_KEYS = {
+    "images": "images",
+    "data_device": "cuda",
+    "load2gpu_on_the_fly": True,
+}
+
+
+def write_cfg_args(model_path: str | os.PathLike, values: dict[str, Any]) -> None:
+    """Write ``cfg_args`` as ``Namespace(k=v, ...)``, the release's format, atomically.
+
+    Keys the release expects but we do not use (``images``, ``data_device``,
+    ``load2gpu_on_the_fly``) are filled in so the original ``render.py`` can read our runs.
+    """
+    from utils.io_utils import atomic_write_text
+
+    merged = dict(values)
+    for k, v in _ORIGINAL_KEYS.items():
+        merged.setdefault(k, v)
+    for k, v in merged.items():
+        if not isinstance(v, (str, int, float, bool, type(None), list, tuple)):
+            raise TypeError(f"cfg_args value {k}={v!r} is not a literal")
+    body = ", ".join(f"{k}={v!r}" for k, v in merged.items())
+    atomic_write_text(Path(model_path) / "cfg_args", f"Namespace({body})\n \n")
+
+
+def read_cfg_args(model_path: str | os.PathLike) -> dict[str, Any]:
+    """Read ``<model_path>/cfg_args`` (ours or the release's); literals only, never ``eval``."""
+    path = Path(model_path) / "cfg_args"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} not found. Fix: pass -m with a run folder written by train.py "
+            "(or by the original release)."
+        )
+    text = path.read_text().strip()
+    try:
+        tree = ast.parse(text, mode="eval")
+        call = tree.body
+        if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Namespace"):
+            raise ValueError("not a Namespace(...) expression")
+        if call.args:
+            raise ValueError("positional arguments are not allowed")
+        return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    except (SyntaxError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} is not a readable cfg_args file ({err}). Fix: restore it from the run, "
+            "or write it as Namespace(source_path='...', ...)."
+        ) from None
+
+
+def check_positive(name: str, value: int | float, allow_zero: bool = False) -> None:
+    """Raise an :class:`OptionError` unless ``value`` is positive (or zero, if allowed)."""
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise OptionError(f"--{name} must be {bound}, got {value}.")

@@ -1,0 +1,128 @@
+"""Cameras: one per frame, holding the pose, the intrinsics and the frame's expression.
+
+Poses are read as camera-to-world matrices with OpenGL axes (x right, y up, looking down -z) in
+the head's frame, as in transforms.json. The renderers take world-to-camera matrices with
+OpenCV axes (x right, y down, looking down +z), which :attr:`Camera.viewmat` provides.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from scene.dataset_readers import Intrinsics
+
+GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+
+@dataclass
+class Camera:
+    """A view to render: pose, intrinsics, expression and (for dataset frames) its image."""
+
+    uid: int  # position in its camera list
+    intr: Intrinsics
+    c2w_gl: np.ndarray  # [4, 4] camera-to-world, OpenGL axes, head frame
+    exp: torch.Tensor  # [E] expression vector
+    frame_index: int | None = None  # index into DatasetInfo.frames; None for synthesised views
+    img_id: int | None = None
+    image_slot: int | None = None  # row of the ImageStore holding the ground truth
+
+    @property
+    def width(self) -> int:
+        return self.intr.width
+
+    @property
+    def height(self) -> int:
+        return self.intr.height
+
+    @property
+    def c2w_cv(self) -> np.ndarray:
+        """Camera-to-world with OpenCV axes. [4, 4]"""
+        return self.c2w_gl @ GL_TO_CV
+
+    def viewmat(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """World-to-camera with OpenCV axes, float32. [4, 4]"""
+        return torch.tensor(np.linalg.inv(self.c2w_cv), dtype=torch.float32, device=device)
+
+    def campos(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Camera centre in the world (head) frame. [3]"""
+        return torch.tensor(self.c2w_gl[:3, 3], dtype=torch.float32, device=device)
+
+    def K(self, device: torch.device | str = "cpu", centred: bool = False) -> torch.Tensor:
+        """3x3 intrinsics; ``centred`` puts the principal point at the image centre, as the
+        original release did."""
+        intr = self.intr.centred() if centred else self.intr
+        return torch.tensor(intr.matrix(), dtype=torch.float32, device=device)
+
+
+def cameras_from_frames(frames, intr: Intrinsics, slots: dict[int, int] | None = None
+                        ) -> list[Camera]:
+    """Build cameras for dataset frames; ``slots`` maps frame index -> ImageStore row."""
+    cams = []
+    for uid, f in enumerate(frames):
+        cams.append(Camera(
+            uid=uid, intr=intr, c2w_gl=f.c2w.copy(), exp=torch.from_numpy(f.exp.copy()),
+            frame_index=f.index, img_id=f.img_id,
+            image_slot=None if slots is None else slots.get(f.index),
+        ))
+    return cams
+
+
+def orbit_cameras(exps: list[torch.Tensor], intr: Intrinsics, distance: float,
+                  n_frames: int = 100, start_deg: float = 15.0, end_deg: float = -15.0
+                  ) -> list[Camera]:
+    """Cameras on a horizontal arc about the head's vertical (y) axis, looking at the origin.
+
+    Frame k is at yaw ``start + (end - start) * k / n_frames`` (the release's +15 to -15 degrees
+    over 100 frames) and uses expression ``exps[k % len(exps)]``.
+    """
+    cams = []
+    for k in range(n_frames):
+        yaw = math.radians(start_deg + (end_deg - start_deg) * k / n_frames)
+        c, s = math.cos(yaw), math.sin(yaw)
+        rot = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+        c2w = np.eye(4)
+        c2w[:3, :3] = rot
+        c2w[:3, 3] = rot @ np.array([0.0, 0.0, distance])
+        cams.append(Camera(uid=k, intr=intr, c2w_gl=c2w, exp=exps[k % len(exps)]))
+    return cams
+
+
+def mean_camera_distance(c2ws: list[np.ndarray]) -> float:
+    """Mean distance of the camera centres from the head-frame origin."""
+    return float(np.mean([np.linalg.norm(c[:3, 3]) for c in c2ws]))
+
+
+def cameras_extent(c2ws: list[np.ndarray]) -> float:
+    """The release's scene extent: 1.1 x the largest distance of a camera centre from their
+    mean (3DGS's NeRF++ normalisation). Densification thresholds are fractions of it."""
+    centres = np.stack([c[:3, 3] for c in c2ws])
+    return float(1.1 * np.max(np.linalg.norm(centres - centres.mean(0), axis=1)))
+
+
+def view_sphere(c2ws: list[np.ndarray], intr: Intrinsics) -> tuple[np.ndarray, float]:
+    """Centre and radius of the sphere the cameras look at.
+
+    The centre is the point closest (least squares) to all optical axes; the radius is the
+    half-diagonal of the field of view at the mean distance of the cameras from that centre.
+    """
+    a = np.zeros((3, 3))
+    b = np.zeros(3)
+    for c in c2ws:
+        o = c[:3, 3]
+        d = -c[:3, 2] / np.linalg.norm(c[:3, 2])  # OpenGL cameras look down -z
+        p = np.eye(3) - np.outer(d, d)
+        a += p
+        b += p @ o
+    if np.linalg.cond(a) < 1e8:
+        centre = np.linalg.solve(a, b)
+    else:  # all axes parallel (a single or a fixed camera): the head is at the origin
+        centre = np.zeros(3)
+    dist = float(np.mean([np.linalg.norm(c[:3, 3] - centre) for c in c2ws]))
+    half_w = intr.width / (2 * intr.fx)
+    half_h = intr.height / (2 * intr.fy)
+    radius = dist * math.hypot(half_w, half_h)
+    return centre.astype(np.float32), radius

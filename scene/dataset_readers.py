@@ -1,0 +1,446 @@
+"""Read an AD-NeRF / NeRFBlendShape dataset folder, exactly as the released data are laid out.
+
+::
+
+    <root>/transforms.json   h, w, fx, fy, cx, cy, frames[{img_id, transform_matrix, exp_ori}]
+    <root>/ori_imgs/{img_id}.jpg  (or .png)
+    <root>/mask/{img_id + 1}.png  soft person mask 0..255; one-based in the released data,
+                                  zero-based names are detected too
+    <root>/parsing/{img_id}.png   RGB (0,0,255) = head, (0,255,0) = neck, (255,0,0) = torso
+    <root>/points3d.ply           optional initial point cloud
+
+``transform_matrix`` is a camera-to-world matrix in the head's frame with OpenGL camera axes
+(x right, y up, looking down -z). ``transforms.json`` is parsed once and checked completely by
+:func:`read_dataset`; images are decoded by :func:`load_images` into one uint8 array (never a
+float copy per frame) after composition onto the background with the mask.
+
+Every problem raises :class:`DatasetError` with one message that names the file, the frame and
+the fix, before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.errors import DatasetError, OptionError, first_few
+
+HEAD_RGB = (0, 0, 255)
+IMAGE_EXTS = (".jpg", ".png", ".jpeg")
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics in pixels; pixel (i, j) has its centre at (j + 0.5, i + 0.5)."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def scaled(self, width: int, height: int) -> Intrinsics:
+        """The same camera at another image size."""
+        sx, sy = width / self.width, height / self.height
+        return Intrinsics(width, height, self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy)
+
+    def centred(self) -> Intrinsics:
+        """The same focal lengths with the principal point at the image centre."""
+        return Intrinsics(self.width, self.height, self.fx, self.fy, self.width / 2,
+                          self.height / 2)
+
+    def matrix(self) -> np.ndarray:
+        """The 3x3 calibration matrix K."""
+        return np.array(
+            [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=np.float64
+        )
+
+
+@dataclass
+class FrameInfo:
+    """One entry of ``frames`` in transforms.json."""
+
+    index: int  # position in transforms.json's frame list
+    img_id: int
+    c2w: np.ndarray  # [4, 4] camera-to-world, OpenGL axes, head frame
+    exp: np.ndarray  # [E] expression vector
+    image_path: Path
+    mask_path: Path | None
+    parsing_path: Path | None
+
+
+@dataclass
+class DatasetInfo:
+    """A parsed and checked dataset with its train/test split."""
+
+    root: Path
+    intrinsics: Intrinsics  # at the size images are loaded at (after --resolution)
+    source_intrinsics: Intrinsics  # as written in transforms.json
+    frames: list[FrameInfo]
+    train_ids: list[int]  # indices into frames
+    test_ids: list[int]
+    exp_dim: int
+    mask_offset: int | None  # 0 or 1: mask name = img_id + offset; None without mask/
+    only_head: bool
+    points3d_path: Path | None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def train_frames(self) -> list[FrameInfo]:
+        return [self.frames[i] for i in self.train_ids]
+
+    @property
+    def test_frames(self) -> list[FrameInfo]:
+        return [self.frames[i] for i in self.test_ids]
+
+
+# ----------------------------------------------------------------------------------------------
+# transforms.json
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise DatasetError(
+            f"{path} cannot be read ({err.strerror}). Fix: check its permissions.") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetError(
+            f"{path} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}. "
+            "Fix: repair the file (e.g. re-export it from the preprocessing)."
+        ) from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: the top level must be a JSON object with h, w, fx, fy, cx, "
+                           "cy and frames.")
+    return meta
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_top_level(meta: dict, path: Path) -> Intrinsics:
+    for key, kind in (("h", int), ("w", int), ("fx", float), ("fy", float), ("cx", float),
+                      ("cy", float)):
+        if key not in meta:
+            raise DatasetError(f"{path}: missing key '{key}'. Fix: add the image {key} "
+                               "(the released data have h, w, fx, fy, cx, cy at the top level).")
+        value = meta[key]
+        ok = (isinstance(value, int) and not isinstance(value, bool)) if kind is int else (
+            _is_number(value))
+        if kind is int and isinstance(value, float) and value.is_integer():
+            ok = True
+        if not ok or not math.isfinite(float(value)) or float(value) <= 0:
+            want = "a positive integer" if kind is int else "a positive number"
+            raise DatasetError(f"{path}: '{key}' must be {want}, got {value!r}. Fix: correct it.")
+    if "frames" not in meta:
+        raise DatasetError(f"{path}: missing key 'frames'. Fix: add the list of frames.")
+    if not isinstance(meta["frames"], list):
+        raise DatasetError(f"{path}: 'frames' must be a list, got {type(meta['frames']).__name__}.")
+    if not meta["frames"]:
+        raise DatasetError(f"{path}: 'frames' is empty. Fix: the dataset needs at least two "
+                           "frames (one to train on, one to hold out).")
+    return Intrinsics(int(meta["w"]), int(meta["h"]), float(meta["fx"]), float(meta["fy"]),
+                      float(meta["cx"]), float(meta["cy"]))
+
+
+def _parse_frame(i: int, frame, path: Path) -> tuple[int, np.ndarray, np.ndarray]:
+    where = f"{path}, frames[{i}]"
+    if not isinstance(frame, dict):
+        raise DatasetError(f"{where}: each frame must be an object with img_id, "
+                           "transform_matrix and exp_ori.")
+    for key in ("img_id", "transform_matrix", "exp_ori"):
+        if key not in frame:
+            raise DatasetError(f"{where}: missing key '{key}'. Fix: add it to this frame.")
+    img_id = frame["img_id"]
+    if isinstance(img_id, float) and img_id.is_integer():
+        img_id = int(img_id)
+    if not isinstance(img_id, int) or isinstance(img_id, bool) or img_id < 0:
+        raise DatasetError(f"{where}: 'img_id' must be a non-negative integer, got {img_id!r}.")
+    where = f"{path}, frames[{i}] (img_id {img_id})"
+    m = frame["transform_matrix"]
+    if not (isinstance(m, list) and len(m) == 4 and all(
+            isinstance(r, list) and len(r) == 4 and all(_is_number(x) for x in r) for r in m)):
+        raise DatasetError(f"{where}: 'transform_matrix' must be a 4x4 list of numbers.")
+    c2w = np.array(m, dtype=np.float64)
+    if not np.isfinite(c2w).all():
+        raise DatasetError(f"{where}: 'transform_matrix' contains NaN or infinity. Fix: re-run "
+                           "the head tracking for this frame or drop the frame.")
+    rot = c2w[:3, :3]
+    det = np.linalg.det(rot)
+    if abs(det) < 1e-6 or np.linalg.cond(c2w) > 1e8:
+        raise DatasetError(f"{where}: 'transform_matrix' is not invertible (det of its rotation "
+                           f"= {det:.3g}). Fix: re-run the head tracking for this frame or drop "
+                           "it.")
+    exp = frame["exp_ori"]
+    if not isinstance(exp, list) or not exp or not all(_is_number(x) for x in exp):
+        raise DatasetError(f"{where}: 'exp_ori' must be a non-empty list of numbers.")
+    exp_arr = np.array(exp, dtype=np.float32)
+    if not np.isfinite(exp_arr).all():
+        raise DatasetError(f"{where}: 'exp_ori' contains NaN or infinity.")
+    return img_id, c2w, exp_arr
+
+
+def _find_image(folder: Path, img_id: int) -> Path | None:
+    for ext in IMAGE_EXTS:
+        p = folder / f"{img_id}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _detect_mask_offset(mask_dir: Path, img_ids: list[int]) -> tuple[int, list[int]]:
+    """Decide whether masks are named img_id + 1 (released data) or img_id.
+
+    Returns the offset and the img_ids whose mask is missing under it.
+    """
+    names = {p.stem for p in mask_dir.glob("*.png")}
+    missing = {off: [i for i in img_ids if str(i + off) not in names] for off in (1, 0)}
+    # Prefer the released convention (one-based) when both are complete.
+    best = min((1, 0), key=lambda off: (len(missing[off]), off != 1))
+    return best, missing[best]
+
+
+def read_dataset(
+    root: str | Path,
+    *,
+    test_frames: int = 1000,
+    eval_frames: int = 50,
+    is_debug: bool = False,
+    only_head: bool = False,
+    resolution: int = -1,
+) -> DatasetInfo:
+    """Parse and check a dataset folder and split its frames.
+
+    The last ``test_frames`` frames are held out (never trained on); the test set is the last
+    ``eval_frames`` of them. ``is_debug`` keeps only the first 50 training frames.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} not found. Fix: pass -s with the folder that "
+                           "holds transforms.json, ori_imgs/ and mask/.")
+    tpath = root / "transforms.json"
+    if not tpath.is_file():
+        raise DatasetError(f"{tpath} not found. Fix: pass -s with a folder in the AD-NeRF / "
+                           "NeRFBlendShape layout (transforms.json, ori_imgs/, mask/).")
+    meta = _load_json(tpath)
+    src_intr = _check_top_level(meta, tpath)
+
+    parsed = [_parse_frame(i, f, tpath) for i, f in enumerate(meta["frames"])]
+    exp_lens = [len(p[2]) for p in parsed]
+    if len(set(exp_lens)) > 1:
+        ref = exp_lens[0]
+        bad = [i for i, n in enumerate(exp_lens) if n != ref]
+        raise DatasetError(
+            f"{tpath}: 'exp_ori' has {exp_lens[bad[0]]} values in frames[{bad[0]}] "
+            f"(img_id {parsed[bad[0]][0]}) but {ref} in frames[0]; frames with another length: "
+            f"{first_few(bad)}. Fix: every frame needs an expression vector of the same length."
+        )
+    seen: dict[int, int] = {}
+    for i, (img_id, _, _) in enumerate(parsed):
+        if img_id in seen:
+            raise DatasetError(f"{tpath}: img_id {img_id} appears in frames[{seen[img_id]}] and "
+                               f"frames[{i}]. Fix: give every frame its own img_id.")
+        seen[img_id] = i
+
+    n = len(parsed)
+    if test_frames < 0 or eval_frames < 0:
+        raise OptionError("--test_frames and --eval_frames must be >= 0.")
+    if test_frames >= n:
+        raise OptionError(
+            f"--test_frames {test_frames} holds out every frame of {tpath} ({n} frames), leaving "
+            f"none to train on. Fix: pass --test_frames with a value below {n} "
+            f"(e.g. --test_frames {max(1, n // 10)})."
+        )
+    train_ids = list(range(n - test_frames))
+    held_out = list(range(n - test_frames, n))
+    test_ids = held_out[len(held_out) - min(eval_frames, len(held_out)):]
+    if is_debug:
+        train_ids = train_ids[:50]
+
+    img_dir = root / "ori_imgs"
+    if not img_dir.is_dir():
+        raise DatasetError(f"{img_dir} not found. Fix: put the frames there as {{img_id}}.jpg.")
+    needed = sorted(set(train_ids) | set(test_ids))
+    image_paths: dict[int, Path] = {}
+    missing_imgs = []
+    for i in needed:
+        p = _find_image(img_dir, parsed[i][0])
+        if p is None:
+            missing_imgs.append(parsed[i][0])
+        else:
+            image_paths[i] = p
+    if missing_imgs:
+        raise DatasetError(
+            f"{img_dir}: {len(missing_imgs)} frame image(s) missing, img_id "
+            f"{first_few(missing_imgs)}"
+            f" (looked for {{img_id}}.jpg / .png). Fix: restore them, or remove those frames from "
+            "transforms.json."
+        )
+
+    notes: list[str] = []
+    mask_dir = root / "mask"
+    mask_offset: int | None = None
+    ids_needed = [parsed[i][0] for i in needed]
+    if mask_dir.is_dir():
+        mask_offset, missing = _detect_mask_offset(mask_dir, ids_needed)
+        if missing:
+            raise DatasetError(
+                f"{mask_dir}: no mask for img_id {first_few(missing)} (expected "
+                f"{{img_id{' + 1' if mask_offset else ''}}}.png, e.g. "
+                f"{mask_dir / f'{missing[0] + mask_offset}.png'}). Fix: restore the masks or "
+                "remove those frames."
+            )
+        notes.append(f"masks are named {'img_id + 1 (one-based, as the released data)' if mask_offset else 'img_id (zero-based)'}")  # noqa: E501
+    elif not only_head:
+        notes.append("no mask/ folder: frames are used as they are, without compositing")
+
+    parsing_dir = root / "parsing"
+    if only_head:
+        if not parsing_dir.is_dir():
+            raise DatasetError(f"--only_head needs {parsing_dir} (head = RGB (0,0,255)), which "
+                               "does not exist. Fix: add the parsing maps or drop --only_head.")
+        missing = [i for i in ids_needed if not (parsing_dir / f"{i}.png").is_file()]
+        if missing:
+            raise DatasetError(f"{parsing_dir}: no parsing map for img_id {first_few(missing)} "
+                               "(expected {img_id}.png). Fix: restore them or drop --only_head.")
+
+    frames = []
+    for i, (img_id, c2w, exp) in enumerate(parsed):
+        frames.append(FrameInfo(
+            index=i, img_id=img_id, c2w=c2w, exp=exp,
+            image_path=image_paths.get(i, img_dir / f"{img_id}.jpg"),
+            mask_path=(mask_dir / f"{img_id + mask_offset}.png") if mask_offset is not None
+            else None,
+            parsing_path=(parsing_dir / f"{img_id}.png") if parsing_dir.is_dir() else None,
+        ))
+
+    intr = src_intr.scaled(*_target_size(src_intr.width, src_intr.height, resolution))
+    ply = root / "points3d.ply"
+    return DatasetInfo(
+        root=root, intrinsics=intr, source_intrinsics=src_intr, frames=frames,
+        train_ids=train_ids, test_ids=test_ids, exp_dim=exp_lens[0], mask_offset=mask_offset,
+        only_head=only_head, points3d_path=ply if ply.is_file() else None, notes=notes,
+    )
+
+
+def _target_size(w: int, h: int, resolution: int) -> tuple[int, int]:
+    """Image size after ``--resolution`` (the 3DGS convention)."""
+    if resolution in (1, 2, 4, 8):
+        return round(w / resolution), round(h / resolution)
+    if resolution == -1:
+        scale = w / 1600 if w > 1600 else 1.0
+    elif resolution > 0:
+        scale = w / resolution
+    else:
+        raise OptionError(
+            f"--resolution must be -1, 1, 2, 4, 8 or a target width; got {resolution}.")
+    return int(w / scale), int(h / scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# images
+
+
+def _read_image(path: Path, frame: FrameInfo, flags: int) -> np.ndarray:
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    img = cv2.imdecode(data, flags) if data is not None and data.size else None
+    if img is None:
+        raise DatasetError(f"{path} (frame {frame.index}, img_id {frame.img_id}) cannot be "
+                           "decoded: the file is missing, empty or corrupt. Fix: restore it, or "
+                           "remove this frame from transforms.json.")
+    return img
+
+
+def load_frame(info: DatasetInfo, frame: FrameInfo, background: tuple[float, float, float]
+               ) -> np.ndarray:
+    """Decode one frame and composite it onto ``background`` (RGB in [0, 1]).
+
+    Returns uint8 (H, W, 3) at the dataset's loading size.
+    """
+    src = info.source_intrinsics
+    img = _read_image(frame.image_path, frame, cv2.IMREAD_COLOR)
+    if img.shape[:2] != (src.height, src.width):
+        raise DatasetError(
+            f"{frame.image_path} (img_id {frame.img_id}) is {img.shape[1]}x{img.shape[0]} but "
+            f"transforms.json says w={src.width}, h={src.height}. Fix: resize the frames to match, "
+            "or correct w/h (and the intrinsics) in transforms.json."
+        )
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    alpha = None
+    if info.only_head:
+        par = _read_image(frame.parsing_path, frame, cv2.IMREAD_COLOR)
+        _check_size(par, frame.parsing_path, frame, src, "parsing map")
+        par = cv2.cvtColor(par, cv2.COLOR_BGR2RGB)
+        alpha = np.all(par == np.array(HEAD_RGB, dtype=np.uint8), axis=-1).astype(np.float32)
+    elif frame.mask_path is not None:
+        m = _read_image(frame.mask_path, frame, cv2.IMREAD_GRAYSCALE)
+        _check_size(m, frame.mask_path, frame, src, "mask")
+        alpha = m.astype(np.float32) / 255.0
+    if alpha is not None:
+        bg = np.array(background, dtype=np.float32) * 255.0
+        out = rgb.astype(np.float32) * alpha[..., None] + bg * (1.0 - alpha[..., None])
+        rgb = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    w, h = info.intrinsics.width, info.intrinsics.height
+    if (w, h) != (src.width, src.height):
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def _check_size(arr: np.ndarray, path: Path, frame: FrameInfo, src: Intrinsics, what: str):
+    if arr.shape[:2] != (src.height, src.width):
+        raise DatasetError(
+            f"{path} (the {what} of img_id {frame.img_id}) is {arr.shape[1]}x{arr.shape[0]} but "
+            f"the frames are {src.width}x{src.height}. Fix: regenerate it at the frame size."
+        )
+
+
+def load_images(info: DatasetInfo, frame_ids: list[int],
+                background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                workers: int = 8) -> np.ndarray:
+    """Decode and composite the given frames into one uint8 array (F, H, W, 3)."""
+    h, w = info.intrinsics.height, info.intrinsics.width
+    out = np.empty((len(frame_ids), h, w, 3), dtype=np.uint8)
+
+    def work(k: int) -> None:
+        out[k] = load_frame(info, info.frames[frame_ids[k]], background)
+
+    # cv2 releases the GIL while decoding, so threads overlap the I/O and decoding.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for _ in pool.map(work, range(len(frame_ids))):
+            pass
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# point cloud
+
+
+def read_points3d(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read positions (P, 3) and colours in [0, 1] (P, 3) from a PLY point cloud."""
+    from plyfile import PlyData
+
+    try:
+        v = PlyData.read(str(path))["vertex"]
+        xyz = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32)
+    except Exception as err:  # plyfile raises many kinds of errors for a bad file
+        raise DatasetError(f"{path} is not a readable PLY point cloud ({err}). Fix: delete it to "
+                           "start from random points, or regenerate it.") from None
+    names = v.data.dtype.names
+    if all(c in names for c in ("red", "green", "blue")):
+        rgb = np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(np.float32) / 255.0
+    else:
+        rgb = np.full_like(xyz, 0.5)
+    if not np.isfinite(xyz).all() or len(xyz) == 0:
+        raise DatasetError(f"{path} has no points or non-finite coordinates. Fix: delete it to "
+                           "start from random points.")
+    return xyz, rgb

@@ -1,0 +1,63 @@
+"""The expression-conditioned deformation network.
+
+Input: a positional encoding of the canonical position (``multires`` octaves of sin/cos plus
+the position itself) and the raw expression vector. ``depth`` ReLU layers of ``width`` with a
+skip connection that re-injects the input after layer ``depth // 2``; three linear heads give
+the offsets of position (3), rotation (4) and scale (3). Parameter names match the original
+release's ``deform.pth``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class PositionalEncoding(nn.Module):
+    """x -> [x, sin(2^0 x), cos(2^0 x), ..., sin(2^(F-1) x), cos(2^(F-1) x)]."""
+
+    def __init__(self, in_dim: int, num_freqs: int):
+        super().__init__()
+        self.in_dim = in_dim
+        self.register_buffer("freqs", 2.0 ** torch.arange(num_freqs, dtype=torch.float32),
+                             persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return self.in_dim * (1 + 2 * len(self.freqs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.unsqueeze(-2) * self.freqs.unsqueeze(-1)  # [..., F, D]
+        sincos = torch.stack([torch.sin(xf), torch.cos(xf)], dim=-2)  # [..., F, 2, D]
+        return torch.cat([x, sincos.flatten(-3)], dim=-1)
+
+
+class DeformNetwork(nn.Module):
+    """(canonical xyz [N, 3], expression [N, E] or [E]) -> (d_xyz [N, 3], d_rot [N, 4],
+    d_scale [N, 3])."""
+
+    def __init__(self, exp_dim: int, depth: int = 8, width: int = 256, multires: int = 10):
+        super().__init__()
+        self.exp_dim = exp_dim
+        self.embed = PositionalEncoding(3, multires)
+        self.in_dim = self.embed.out_dim + exp_dim
+        self.skips = (depth // 2,)
+        layers = [nn.Linear(self.in_dim, width)]
+        for i in range(depth - 1):
+            # layer i + 1 follows layer i; after a skip layer it also sees the input again
+            layers.append(nn.Linear(width + (self.in_dim if i in self.skips else 0), width))
+        self.linear = nn.ModuleList(layers)
+        self.gaussian_warp = nn.Linear(width, 3)
+        self.gaussian_rotation = nn.Linear(width, 4)
+        self.gaussian_scaling = nn.Linear(width, 3)
+
+    def forward(self, xyz: torch.Tensor, exp: torch.Tensor):
+        if exp.dim() == 1:
+            exp = exp.unsqueeze(0).expand(xyz.shape[0], -1)
+        inp = torch.cat([self.embed(xyz), exp.to(xyz.dtype)], dim=-1)
+        h = inp
+        for i, layer in enumerate(self.linear):
+            h = torch.relu(layer(h))
+            if i in self.skips:
+                h = torch.cat([inp, h], dim=-1)
+        return self.gaussian_warp(h), self.gaussian_rotation(h), self.gaussian_scaling(h)

@@ -1,0 +1,238 @@
+"""The GaussianHead model: canonical Gaussians, their derivations, the deformation network and
+the tri-plane decoders, as one ``nn.Module``.
+
+For a frame (expression + camera) :meth:`GaussianHead.derive` produces the Gaussians to
+rasterize: positions, shapes (quaternion + scale, or covariances in legacy mode), opacities
+and spherical-harmonics colour coefficients.
+
+``semantics`` selects the math:
+
+- ``"fixed"`` (every model trained here): rotations renormalised after the offset, scales
+  ``exp(log_s + d_s)`` (always positive), derivations are unit quaternions turned into true
+  rotations about the head's centre, each derivation samples its own tri-plane channels,
+  coordinates normalised to the head's bounding sphere, view direction from the deformed
+  position, principal point as given.
+- ``"release"`` (checkpoints written by the original release; chosen by the loader, never by a
+  flag): exactly the original's math, see :mod:`scene.legacy`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import geoopt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scene.deform_model import DeformNetwork
+from scene.triplane import TriPlaneDecoder
+from utils.graphics_utils import (
+    covariance,
+    quat_to_matrix_release,
+    quat_to_matrix_unnormalized,
+    quat_to_rotmat,
+    random_unit_quaternions,
+)
+
+PER_GAUSSIAN = ("xyz", "scaling", "rotation", "derivations")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model before loading its weights."""
+
+    exp_dim: int
+    sh_degree: int = 3
+    num_derivations: int = 4
+    triplane_res: int = 64
+    triplane_channels: int = 32
+    triplane_levels: int = 1
+    semantics: Literal["fixed", "release"] = "fixed"
+    center: tuple[float, float, float] = (0.0, 0.0, 0.0)  # head bounding sphere (fixed only)
+    radius: float = 1.0
+    # rasterization conventions of the semantics (the release's CUDA rasterizer differs)
+    alpha_max: float = 0.999
+    near_plane: float = 0.01
+    radius_mode: Literal["gsplat", "inria"] = "gsplat"
+    centred_principal_point: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def release(cls, exp_dim: int, sh_degree: int, num_derivations: int, triplane_res: int,
+                triplane_channels: int, triplane_levels: int) -> ModelConfig:
+        """The original release's conventions (3DGS rasterizer: alpha <= 0.99, near 0.2)."""
+        return cls(exp_dim=exp_dim, sh_degree=sh_degree, num_derivations=num_derivations,
+                   triplane_res=triplane_res, triplane_channels=triplane_channels,
+                   triplane_levels=triplane_levels, semantics="release", alpha_max=0.99,
+                   near_plane=0.2, radius_mode="inria", centred_principal_point=True)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["center"] = list(d["center"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        d = dict(d)
+        d["center"] = tuple(d.get("center", (0.0, 0.0, 0.0)))
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class FrameGaussians:
+    """Gaussians of one frame, ready to rasterize."""
+
+    means: torch.Tensor  # [N, 3]
+    opacities: torch.Tensor  # [N]
+    sh: torch.Tensor  # [N, (d+1)^2, 3]
+    quats: torch.Tensor | None = None  # [N, 4] unit (fixed semantics)
+    scales: torch.Tensor | None = None  # [N, 3] positive (fixed semantics)
+    covars: torch.Tensor | None = None  # [N, 3, 3] (release semantics)
+
+    def covariances(self) -> torch.Tensor:
+        if self.covars is not None:
+            return self.covars
+        return covariance(quat_to_rotmat(self.quats), self.scales)
+
+
+class GaussianHead(nn.Module):
+    """Canonical Gaussians + derivations + deformation network + tri-plane decoders."""
+
+    def __init__(self, cfg: ModelConfig, num_points: int = 0):
+        super().__init__()
+        self.cfg = cfg
+        n, k = num_points, cfg.num_derivations
+        self.xyz = nn.Parameter(torch.zeros(n, 3))  # canonical positions
+        self.scaling = nn.Parameter(torch.zeros(n, 3))  # log-scales
+        self.rotation = nn.Parameter(torch.zeros(n, 4))  # quaternions (w, x, y, z)
+        self.derivations = geoopt.ManifoldParameter(
+            random_unit_quaternions((n, k)), manifold=geoopt.Sphere()
+        )  # [N, K, 4] unit quaternions ("tau" in the release)
+        self.deform = DeformNetwork(cfg.exp_dim)
+        self.triplane = TriPlaneDecoder(
+            sh_degree=cfg.sh_degree, num_derivations=k, resolution=cfg.triplane_res,
+            channels=cfg.triplane_channels, levels=cfg.triplane_levels,
+            semantics=cfg.semantics,
+        )
+        self.register_buffer("center", torch.tensor(cfg.center, dtype=torch.float32))
+        self.register_buffer("radius", torch.tensor(float(cfg.radius)))
+        self.active_sh_degree = 0
+
+    # ------------------------------------------------------------------ construction
+    @property
+    def num_gaussians(self) -> int:
+        return self.xyz.shape[0]
+
+    @torch.no_grad()
+    def init_from_points(self, xyz: np.ndarray, generator: torch.Generator | None = None
+                         ) -> None:
+        """Start from a point cloud: identity rotations, isotropic scales from the RMS distance
+        to the 3 nearest neighbours, derivations uniform on the rotation group, drawn
+        independently for every Gaussian."""
+        from scipy.spatial import cKDTree
+
+        xyz = np.asarray(xyz, dtype=np.float64)
+        k = min(4, len(xyz))
+        dists, _ = cKDTree(xyz).query(xyz, k=k)
+        dist2 = np.maximum((np.asarray(dists).reshape(len(xyz), -1)[:, 1:] ** 2).mean(1)
+                           if k > 1 else np.ones(len(xyz)), 1e-7)
+        device = self.xyz.device
+        n = len(xyz)
+        rot = torch.zeros(n, 4, device=device)
+        rot[:, 0] = 1.0
+        self.set_gaussians({
+            "xyz": torch.tensor(xyz, dtype=torch.float32, device=device),
+            "scaling": torch.log(torch.tensor(np.sqrt(dist2), dtype=torch.float32,
+                                              device=device))[:, None].repeat(1, 3),
+            "rotation": rot,
+            "derivations": random_unit_quaternions((n, self.cfg.num_derivations),
+                                                   generator, device),
+        })
+
+    def per_gaussian(self) -> dict[str, nn.Parameter]:
+        """The per-Gaussian parameters, by name (every one has N rows)."""
+        return {name: getattr(self, name) for name in PER_GAUSSIAN}
+
+    def set_gaussians(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Replace per-Gaussian parameters (new tensors become new leaf parameters)."""
+        for name, t in tensors.items():
+            if isinstance(t, nn.Parameter) and t.__class__ is getattr(self, name).__class__:
+                param = t
+            elif name == "derivations":
+                param = geoopt.ManifoldParameter(t.detach(), manifold=geoopt.Sphere())
+            else:
+                param = nn.Parameter(t.detach())
+            setattr(self, name, param)
+        lengths = {n: getattr(self, n).shape[0] for n in PER_GAUSSIAN}
+        if len(set(lengths.values())) != 1:
+            raise RuntimeError(f"per-Gaussian parameters disagree in length: {lengths}")
+
+    def network_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Network weights by optimizer group (never mixed with per-Gaussian tensors)."""
+        t = self.triplane
+        return {
+            "deform": list(self.deform.parameters()),
+            "trip": [p for planes in t.tri_plane for p in planes],
+            "trip.opacity": list(t.opacity_net.parameters()),
+            "trip.shs": list(t.shs_net.parameters()),
+            "trip.shs_dc": list(t.shs_dc_net.parameters()),
+            "trip.shs_rest": list(t.shs_rest_net.parameters()),
+        }
+
+    def oneup_sh_degree(self) -> None:
+        self.active_sh_degree = min(self.active_sh_degree + 1, self.cfg.sh_degree)
+
+    # ------------------------------------------------------------------ per-frame Gaussians
+    def derivation_coords(self, means: torch.Tensor) -> torch.Tensor:
+        """Positions rotated by every derivation, as tri-plane coordinates. -> [K, N, 3]"""
+        if self.cfg.semantics == "fixed":
+            rot = quat_to_rotmat(self.derivations)  # [N, K, 3, 3]
+            p = (means - self.center) / self.radius
+        else:
+            rot = quat_to_matrix_release(self.derivations)
+            p = means
+        return torch.einsum("nkij,nj->knj", rot, p)
+
+    def derive(self, exp: torch.Tensor | None, campos: torch.Tensor,
+               deform: bool = True) -> FrameGaussians:
+        """Gaussians of a frame with expression ``exp`` [E] seen from ``campos`` [3].
+
+        ``deform=False`` (the warm-up) uses the canonical Gaussians.
+        """
+        xyz = self.xyz
+        if deform and exp is not None:
+            # The release feeds detached positions: the deformation does not move the canonical
+            # positions through its input, only through its output offsets.
+            d_xyz, d_rot, d_scale = self.deform(xyz.detach(), exp.to(xyz.device))
+        else:
+            d_xyz = d_rot = d_scale = None
+        means = xyz if d_xyz is None else xyz + d_xyz
+        coords = self.derivation_coords(means)
+        if self.cfg.semantics == "fixed":
+            q = F.normalize(self.rotation, dim=-1)
+            quats = F.normalize(q if d_rot is None else q + d_rot, dim=-1)
+            scales = torch.exp(self.scaling if d_scale is None else self.scaling + d_scale)
+            dirs = F.normalize(means - campos, dim=-1)
+            opacity, _, sh = self.triplane(coords, dirs)
+            return FrameGaussians(means=means, opacities=opacity, sh=sh, quats=quats,
+                                  scales=scales)
+        # release: unnormalised rotation and exp(s) + d_s straight into the covariance, and the
+        # decoder's view direction from the canonical position
+        rot = F.normalize(self.rotation, dim=-1)
+        scales = torch.exp(self.scaling)
+        if d_rot is not None:
+            rot = rot + d_rot
+            scales = scales + d_scale
+        covars = covariance(quat_to_matrix_unnormalized(rot), scales)
+        dirs = F.normalize(xyz - campos, dim=-1)
+        opacity, _, sh = self.triplane(coords, dirs)
+        return FrameGaussians(means=means, opacities=opacity, sh=sh, covars=covars)
+
+    # ------------------------------------------------------------------ exchange formats
+    def tilted_state_dict(self) -> dict[str, torch.Tensor]:
+        """The release's ``tilted.pth``: {'tau': [N, K, 4]}."""
+        return {"tau": self.derivations.detach().clone()}

@@ -1,0 +1,118 @@
+"""Tri-plane features and the opacity / colour decoders.
+
+Each Gaussian's position is rotated by each of its K derivations; every rotated copy samples
+the three planes (xy, xz, yz) bilinearly, the three samples are multiplied, and the K results
+are concatenated into one feature vector. Small MLPs decode it into an opacity, geometry
+features and (with the view direction) spherical-harmonics colour coefficients.
+
+Two sampling rules exist:
+
+- ``fixed`` (ours): derivation k samples its own channel slice ``k*C/K:(k+1)*C/K``, and the
+  rotated coordinates are normalised by the head's bounding sphere, so the whole plane is used.
+- ``release`` (legacy checkpoints): every derivation samples the last slice, coordinates are
+  raw world positions, and the colour MLP has no activation between its layers, as the original
+  code did.
+
+Parameter names match the original release's ``trip.pth``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz: sample coords (u, v) = (p[a], p[b])
+Semantics = Literal["fixed", "release"]
+
+
+class _MLP(nn.Module):
+    """Bias-free linear layers with an activation between them (none after the last)."""
+
+    def __init__(self, dims: list[int], act: Literal["sigmoid", "relu", "none"]):
+        super().__init__()
+        self.net = nn.ModuleList(
+            nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.net):
+            x = layer(x)
+            if i < len(self.net) - 1:
+                if self.act == "sigmoid":
+                    x = torch.sigmoid(x)
+                elif self.act == "relu":
+                    x = torch.relu(x)
+        return x
+
+
+class TriPlaneDecoder(nn.Module):
+    """(rotated positions, view directions) -> (opacity [N], SH coefficients [N, (d+1)^2, 3])."""
+
+    def __init__(self, sh_degree: int = 3, num_derivations: int = 4, resolution: int = 64,
+                 channels: int = 32, levels: int = 1, semantics: Semantics = "fixed",
+                 init_range: tuple[float, float] = (0.1, 0.5)):
+        super().__init__()
+        if channels % num_derivations:
+            raise ValueError(f"channels ({channels}) must be divisible by the number of "
+                             f"derivations ({num_derivations})")
+        self.semantics = semantics
+        self.num_derivations = num_derivations
+        self.channels = channels
+        self.sh_degree = sh_degree
+        self.tri_plane = nn.ModuleList()
+        for level in range(levels):
+            res = resolution * 2**level
+            planes = nn.ParameterList(
+                nn.Parameter(torch.empty(1, channels, res, res).uniform_(*init_range))
+                for _ in PLANE_AXES
+            )
+            self.tri_plane.append(planes)
+        feat_dim = channels  # K slices of C/K channels, concatenated
+        geo_dim = channels
+        hidden = 64
+        n_coef = (sh_degree + 1) ** 2
+        sh_dim = 3 * n_coef
+        self.opacity_net = _MLP([feat_dim, hidden, hidden, 1 + geo_dim], act="sigmoid")
+        self.shs_net = _MLP([geo_dim + 3, hidden, sh_dim],
+                            act="relu" if semantics == "fixed" else "none")
+        self.shs_dc_net = nn.Linear(sh_dim, 3)
+        self.shs_rest_net = nn.Linear(sh_dim, sh_dim - 3)
+
+    def plane_features(self, coords: torch.Tensor) -> torch.Tensor:
+        """Sample the planes. coords [K, N, 3] (already rotated/normalised) -> [N, C]"""
+        k, n, _ = coords.shape
+        c_k = self.channels // k
+        total = 0.0
+        for planes in self.tri_plane:
+            # One grid_sample call for all planes and derivations: batch = 3 planes x K.
+            grids = torch.stack([coords[..., list(ax)] for ax in PLANE_AXES])  # [3, K, N, 2]
+            stacked = torch.cat(list(planes), dim=0)  # [3, C, R, R]
+            r = stacked.shape[-1]
+            if self.semantics == "fixed":
+                feats = stacked.reshape(3 * k, c_k, r, r)  # slice k for derivation k
+                samp = F.grid_sample(feats, grids.reshape(3 * k, n, 1, 2), mode="bilinear",
+                                     padding_mode="border", align_corners=True)
+                samp = samp.reshape(3, k, c_k, n)
+            else:
+                feats = stacked[:, (k - 1) * c_k:]  # the release: always the last slice
+                samp = F.grid_sample(feats, grids.reshape(3, k * n, 1, 2), mode="bilinear",
+                                     padding_mode="border", align_corners=True)
+                samp = samp.reshape(3, c_k, k, n).transpose(1, 2)  # [3, K, C/K, N]
+            total = total + samp.prod(dim=0)  # [K, C/K, N]; levels are summed, as the release
+        return total.permute(2, 0, 1).reshape(n, k * c_k)
+
+    def forward(self, coords: torch.Tensor, dirs: torch.Tensor):
+        """coords [K, N, 3], unit view directions dirs [N, 3] ->
+        opacity [N], geometry features [N, C], SH [N, (d+1)^2, 3]."""
+        feat = self.plane_features(coords)
+        out = self.opacity_net(feat)
+        opacity = torch.sigmoid(out[:, 0])
+        geo = out[:, 1:]
+        h = self.shs_net(torch.cat([geo, dirs], dim=-1))
+        dc = self.shs_dc_net(h).view(-1, 1, 3)
+        rest = self.shs_rest_net(h).view(-1, (self.sh_degree + 1) ** 2 - 1, 3)
+        return opacity, geo, torch.cat([dc, rest], dim=1)

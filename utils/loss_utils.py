@@ -1,0 +1,96 @@
+"""Image losses: L1, SSIM and a VGG16 perceptual term."""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+
+def l1_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    return (pred - gt).abs().mean()
+
+
+@functools.lru_cache(maxsize=8)
+def _gauss_window(size: int, sigma: float, channels: int, device: str, dtype: torch.dtype):
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = (g / g.sum()).to(dtype)
+    w2 = torch.outer(g, g)
+    return w2.expand(channels, 1, size, size).contiguous().to(device)
+
+
+def ssim(img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11) -> torch.Tensor:
+    """Mean SSIM of two images [C, H, W] or [B, C, H, W] in [0, 1] (Gaussian window, sigma 1.5,
+    zero padding, as 3DGS's training loss)."""
+    if img1.dim() == 3:
+        img1, img2 = img1[None], img2[None]
+    c = img1.shape[1]
+    w = _gauss_window(window_size, 1.5, c, str(img1.device), img1.dtype)
+    pad = window_size // 2
+    mu1 = F.conv2d(img1, w, padding=pad, groups=c)
+    mu2 = F.conv2d(img2, w, padding=pad, groups=c)
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    s1 = F.conv2d(img1 * img1, w, padding=pad, groups=c) - mu1_sq
+    s2 = F.conv2d(img2 * img2, w, padding=pad, groups=c) - mu2_sq
+    s12 = F.conv2d(img1 * img2, w, padding=pad, groups=c) - mu12
+    c1, c2 = 0.01**2, 0.03**2
+    num = (2 * mu12 + c1) * (2 * s12 + c2)
+    den = (mu1_sq + mu2_sq + c1) * (s1 + s2 + c2)
+    return (num / den).mean()
+
+
+VGG16_FILE = "vgg16-397923af.pth"
+
+
+def vgg16_weights_path() -> str | None:
+    """Where torchvision keeps the ImageNet VGG16 weights, if they are already there."""
+    hub = torch.hub.get_dir()
+    path = os.path.join(hub, "checkpoints", VGG16_FILE)
+    return path if os.path.isfile(path) else None
+
+
+class VGGPerceptualLoss(torch.nn.Module):
+    """Mean L1 distance of VGG16 features (4 blocks, up to relu4_3) of the two images, after
+    ImageNet normalisation and a resize to 224x224 (the release's perceptual term)."""
+
+    def __init__(self, weights_path: str):
+        super().__init__()
+        import torchvision
+
+        vgg = torchvision.models.vgg16()
+        vgg.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+        feats = vgg.features.eval()
+        self.blocks = torch.nn.ModuleList([feats[:4], feats[4:9], feats[9:16], feats[16:23]])
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        x = (pred[None] - self.mean) / self.std
+        y = (gt[None] - self.mean) / self.std
+        x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+        y = F.interpolate(y, size=(224, 224), mode="bilinear", align_corners=False)
+        loss = x.new_zeros(())
+        for block in self.blocks:
+            x, y = block(x), block(y)
+            loss = loss + F.l1_loss(x, y)
+        return loss
+
+
+def make_perceptual_loss(weight: float, device: torch.device
+                         ) -> tuple[VGGPerceptualLoss | None, str]:
+    """The VGG term if its weights are in the local torch cache; otherwise None and why."""
+    if weight <= 0:
+        return None, "off (lambda_vgg = 0)"
+    path = vgg16_weights_path()
+    if path is None:
+        reason = (f"off: VGG16 weights not found at {os.path.join(torch.hub.get_dir(), 'checkpoints', VGG16_FILE)} "  # noqa: E501
+                  "(download them once with torchvision.models.vgg16(weights='IMAGENET1K_V1'))")
+        warnings.warn(f"VGG perceptual loss {reason}; training without it", stacklevel=2)
+        return None, reason
+    return VGGPerceptualLoss(path).to(device), f"on ({path})"
