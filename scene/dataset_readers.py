@@ -333,6 +333,28 @@ def read_dataset(
     )
 
 
+def read_driving(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expressions and poses of another dataset, for cross-reenactment.
+
+    ``path`` is a transforms.json or a folder holding one; only ``frames[*].exp_ori`` and
+    ``frames[*].transform_matrix`` are read (no images). Returns (c2w [4, 4], exp [E]) pairs.
+    """
+    path = Path(path)
+    tpath = path / "transforms.json" if path.is_dir() else path
+    if not tpath.is_file():
+        raise DatasetError(f"driving data {tpath} not found. Fix: pass --driving with a "
+                           "transforms.json or the folder holding it.")
+    meta = _load_json(tpath)
+    frames = meta.get("frames")
+    if not isinstance(frames, list) or not frames:
+        raise DatasetError(f"{tpath}: 'frames' must be a non-empty list.")
+    parsed = [_parse_frame(i, f, tpath) for i, f in enumerate(frames)]
+    lens = {len(p[2]) for p in parsed}
+    if len(lens) > 1:
+        raise DatasetError(f"{tpath}: 'exp_ori' lengths differ between frames ({sorted(lens)}).")
+    return [(c2w, exp) for _, c2w, exp in parsed]
+
+
 def _target_size(w: int, h: int, resolution: int) -> tuple[int, int]:
     """Image size after ``--resolution`` (the 3DGS convention)."""
     if resolution in (1, 2, 4, 8):

@@ -427,3 +427,16 @@ def _write_input_ply(path: Path, xyz: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         PlyData([PlyElement.describe(el, "vertex")]).write(str(tmp))
 
+
+
+def read_checkpoint_options(model_path: str | Path) -> dict:
+    """The options a run was started with, from its checkpoint.pt (for --resume)."""
+    path = Path(model_path) / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"--resume: {path} not found. Fix: pass -m with the folder of a "
+                              "run started by this train.py, or drop --resume.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"{path} cannot be read ({err}). Fix: start a new run.") from None
+    return {**ckpt["data"], **ckpt["optimization"], **ckpt["pipeline"], "seed": ckpt["seed"]}

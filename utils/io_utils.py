@@ -20,17 +20,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # keep the extension: writers such as ffmpeg pick the format from it
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -98,7 +107,7 @@ class VideoWriter:
         if self._writer is None:
             self._writer = imageio.get_writer(
                 str(self._tmp), format="FFMPEG", fps=self.fps, codec="libx264",
-                quality=8, macro_block_size=1, output_params=["-pix_fmt", "yuv420p"],
+                quality=8, macro_block_size=1, pixelformat="yuv420p",
             )
         h, w = frame.shape[:2]
         # yuv420p needs even sizes

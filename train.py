@@ -1,0 +1,89 @@
+"""Train a GaussianHead avatar from a monocular talking-head dataset.
+
+    python train.py -s data/<id> -m output/<id> --eval
+
+Every option is listed by ``python train.py --help`` and in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from arguments import ModelParams, OptimizationParams, PipelineParams, defaults, str2bool
+from utils.errors import OptionError, run_cli
+
+GROUPS = (ModelParams, OptimizationParams, PipelineParams)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for g in GROUPS:
+        g.add_to(p)
+    run = p.add_argument_group("Run")
+    run.add_argument("--test_iterations", nargs="+", type=int, default=argparse.SUPPRESS,
+                     help="evaluate on the test frames at these iterations (default: 4000, "
+                          "6000, 7000, then every 5000 from 10000; needs --eval)")
+    run.add_argument("--save_iterations", nargs="+", type=int, default=argparse.SUPPRESS,
+                     help="save the model at these iterations (default: 3000, 7000, 10000, "
+                          "20000, 30000, 40000, then every 10000 from 50000; the last "
+                          "iteration is always saved)")
+    run.add_argument("--seed", type=int, default=argparse.SUPPRESS,
+                     help="random seed of the initial points, frame order and splits "
+                          "(default 0)")
+    run.add_argument("--resume", nargs="?", const=True, type=str2bool, default=False,
+                     metavar="true|false",
+                     help="continue the run in -m from its checkpoint.pt (its options are "
+                          "kept unless given again, e.g. a larger --iterations)")
+    run.add_argument("--novel_view", nargs="?", const=True, type=str2bool, default=False,
+                     metavar="true|false",
+                     help="after training, also render the test expressions from a camera "
+                          "orbiting the head (as render.py --novel_view)")
+    run.add_argument("--quiet", nargs="?", const=True, type=str2bool, default=False,
+                     metavar="true|false", help="no progress bar and no TensorBoard logs")
+    return p
+
+
+def default_test_iterations(iterations: int) -> list[int]:
+    return [4_000, 6_000, 7_000] + list(range(10_000, iterations + 1, 5_000))
+
+
+def default_save_iterations(iterations: int) -> list[int]:
+    return [3_000, 7_000, 10_000, 20_000, 30_000, 40_000] + list(
+        range(50_000, iterations + 1, 10_000))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    values = defaults(*GROUPS)
+    values.update({"seed": 0})
+    if args["resume"]:
+        from scene.trainer import read_checkpoint_options
+
+        if not args.get("model_path"):
+            raise OptionError("--resume needs -m with the run folder to continue.")
+        values.update(read_checkpoint_options(args["model_path"]))
+    values.update(args)
+    data = ModelParams.from_dict(values)
+    opt = OptimizationParams.from_dict(values)
+    pipe = PipelineParams.from_dict(values)
+    test_its = values.get("test_iterations") or default_test_iterations(opt.iterations)
+    save_its = values.get("save_iterations") or default_save_iterations(opt.iterations)
+
+    from scene.trainer import Trainer
+
+    trainer = Trainer(data, opt, pipe, test_iterations=test_its, save_iterations=save_its,
+                      seed=values["seed"], quiet=values["quiet"], resume=values["resume"])
+    metrics = trainer.run()
+    if values["novel_view"]:
+        from render import render_novel_view
+
+        render_novel_view(trainer.model, trainer.scene, trainer.model_path, opt.iterations,
+                          trainer.backend, trainer.device)
+    if metrics:
+        print("final test: " + ", ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
