@@ -84,7 +84,7 @@ def test_is_debug_keeps_the_first_50_training_frames(tmp_path):
     assert info.train_ids == list(range(50)) and info.test_ids == list(range(55, 60))
 
 
-# ---------------------------------------------------------------------------- masks, principal point
+# ------------------------------------------------------------ masks, principal point
 
 
 @pytest.mark.parametrize("offset", [0, 1])
