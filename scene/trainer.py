@@ -167,31 +167,8 @@ class Trainer:
         return d
 
     def _build_optimizers(self) -> None:
-        o, m = self.opt, self.model
-        s = o.spatial_lr_scale
-        self.opt_gauss = torch.optim.Adam([
-            {"params": [m.xyz], "lr": o.position_lr_init * s, "name": "xyz"},
-            {"params": [m.scaling], "lr": o.scaling_lr * s, "name": "scaling"},
-            {"params": [m.rotation], "lr": o.rotation_lr, "name": "rotation"},
-        ], lr=0.0, eps=1e-15)
-        self.opt_deriv = geoopt.optim.RiemannianAdam(
-            [{"params": [m.derivations], "lr": o.quater_lr_init, "name": "derivations"}])
-        nets = m.network_parameters()
-        lrs = {"deform": o.position_lr_init * s, "trip": o.triplane_lr,
-               "trip.opacity": o.opacity_lr, "trip.shs": o.feature_lr,
-               "trip.shs_dc": o.feature_lr, "trip.shs_rest": o.feature_lr / 20.0}
-        self.opt_net = torch.optim.Adam(
-            [{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0, eps=1e-15)
-        self.optimizers = [self.opt_gauss, self.opt_deriv, self.opt_net]
-        check_optimizer_layout(m, self.optimizers)
-        self.schedules = {
-            "xyz": expon_lr(o.position_lr_init * s, o.position_lr_final * s,
-                            o.position_lr_max_steps),
-            "deform": expon_lr(o.position_lr_init * s, o.position_lr_final,
-                               o.deform_lr_max_steps),
-            "trip": expon_lr(o.triplane_lr, o.position_lr_final, o.triplane_lr_max_step),
-            "derivations": expon_lr(o.quater_lr_init, o.quater_lr_final, o.quater_lr_max_step),
-        }
+        self.optimizers, self.schedules = build_optimizers(self.model, self.opt)
+        self.opt_gauss, self.opt_deriv, self.opt_net = self.optimizers
 
     def _set_learning_rates(self, iteration: int) -> None:
         for opt in self.optimizers:
@@ -392,6 +369,36 @@ class Trainer:
         self.last_saved = ckpt["iteration"]
         self.log(f"[run] resumed from {self.model_path / CHECKPOINT} at iteration "
                  f"{ckpt['iteration']} ({n} Gaussians)")
+
+
+def build_optimizers(m: GaussianHead, o: OptimizationParams):
+    """The release's optimizers: Adam for the per-Gaussian tensors (one group each), Riemannian
+    Adam for the derivations on the sphere, Adam for the networks (one group per part).
+    Returns the optimizers and the learning-rate schedules by group name."""
+    s = o.spatial_lr_scale
+    opt_gauss = torch.optim.Adam([
+        {"params": [m.xyz], "lr": o.position_lr_init * s, "name": "xyz"},
+        {"params": [m.scaling], "lr": o.scaling_lr * s, "name": "scaling"},
+        {"params": [m.rotation], "lr": o.rotation_lr, "name": "rotation"},
+    ], lr=0.0, eps=1e-15)
+    opt_deriv = geoopt.optim.RiemannianAdam(
+        [{"params": [m.derivations], "lr": o.quater_lr_init, "name": "derivations"}])
+    nets = m.network_parameters()
+    lrs = {"deform": o.position_lr_init * s, "trip": o.triplane_lr,
+           "trip.opacity": o.opacity_lr, "trip.shs": o.feature_lr,
+           "trip.shs_dc": o.feature_lr, "trip.shs_rest": o.feature_lr / 20.0}
+    opt_net = torch.optim.Adam(
+        [{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0, eps=1e-15)
+    optimizers = [opt_gauss, opt_deriv, opt_net]
+    check_optimizer_layout(m, optimizers)
+    schedules = {
+        "xyz": expon_lr(o.position_lr_init * s, o.position_lr_final * s,
+                        o.position_lr_max_steps),
+        "deform": expon_lr(o.position_lr_init * s, o.position_lr_final, o.deform_lr_max_steps),
+        "trip": expon_lr(o.triplane_lr, o.position_lr_final, o.triplane_lr_max_step),
+        "derivations": expon_lr(o.quater_lr_init, o.quater_lr_final, o.quater_lr_max_step),
+    }
+    return optimizers, schedules
 
 
 def _check_options(o: OptimizationParams) -> None:
