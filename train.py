@@ -53,7 +53,8 @@ def default_save_iterations(iterations: int) -> list[int]:
         range(50_000, iterations + 1, 10_000))
 
 
-def main(argv: list[str] | None = None) -> int:
+def train(argv: list[str] | None = None):
+    """Parse ``argv``, train, and return the finished :class:`scene.trainer.Trainer`."""
     args = vars(build_parser().parse_args(argv))
     values = defaults(*GROUPS)
     values.update({"seed": 0})
@@ -74,14 +75,21 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = Trainer(data, opt, pipe, test_iterations=test_its, save_iterations=save_its,
                       seed=values["seed"], quiet=values["quiet"], resume=values["resume"])
-    metrics = trainer.run()
+    trainer.final_metrics = trainer.run()
     if values["novel_view"]:
         from render import render_novel_view
 
-        render_novel_view(trainer.model, trainer.scene, trainer.model_path, opt.iterations,
-                          trainer.backend, trainer.device)
-    if metrics:
-        print("final test: " + ", ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
+        d = render_novel_view(trainer.model, trainer.scene, trainer.model_path, opt.iterations,
+                              trainer.backend, trainer.device, quiet=values["quiet"])
+        print(f"novel-view video: {d / 'novel_view.mp4'}")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    trainer = train(argv)
+    if trainer.final_metrics:
+        print("final test: " + ", ".join(
+            f"{k.upper()} {v:.4f}" for k, v in trainer.final_metrics.items()))
     return 0
 
 

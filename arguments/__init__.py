@@ -108,6 +108,9 @@ class ModelParams(ParamGroup):
     only_head: bool = _opt(
         False, "train on the head only, masked by parsing/ (head = RGB (0,0,255))"
     )
+    init_points: int = _opt(
+        10_000, "random initial Gaussians when the dataset has no points3d.ply (release: 10000)"
+    )
     num_derivations: int = _opt(4, "learnable rotations (derivations) per Gaussian")
     triplane_res: int = _opt(64, "resolution of each tri-plane")
     triplane_channels: int = _opt(32, "channels of each tri-plane")

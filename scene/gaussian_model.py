@@ -38,6 +38,7 @@ from utils.graphics_utils import (
 )
 
 PER_GAUSSIAN = ("xyz", "scaling", "rotation", "derivations")
+SH_DEGREE_INTERVAL = 1000  # the active SH degree rises by one every this many iterations
 
 
 @dataclass
@@ -182,6 +183,10 @@ class GaussianHead(nn.Module):
             "trip.shs_dc": list(t.shs_dc_net.parameters()),
             "trip.shs_rest": list(t.shs_rest_net.parameters()),
         }
+
+    def sh_degree_at(self, iteration: int) -> int:
+        """The active SH degree after ``iteration`` training iterations."""
+        return min(self.cfg.sh_degree, iteration // SH_DEGREE_INTERVAL)
 
     def oneup_sh_degree(self) -> None:
         self.active_sh_degree = min(self.active_sh_degree + 1, self.cfg.sh_degree)

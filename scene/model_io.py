@@ -233,5 +233,8 @@ def load_model(model_path: str | Path, iteration: int = -1, sh_degree: int = 3,
         except RuntimeError as err:
             raise CheckpointError(f"{_component(model_path, name, it)} does not fit the model "
                                   f"({str(err).splitlines()[0]}).") from None
-    model.active_sh_degree = cfg.sh_degree
+    # the release rendered with every SH band whatever the iteration (as 3DGS's load_ply);
+    # our models use the bands that were active when the iteration was saved
+    model.active_sh_degree = (cfg.sh_degree if cfg.semantics == "release"
+                              else model.sh_degree_at(it))
     return model.to(device), it

@@ -29,7 +29,7 @@ from gaussian_renderer import RenderOutput, means2d_grad, render, resolve_backen
 from scene import Scene
 from scene.cameras import Camera
 from scene.densification import Densifier, DensifyConfig, check_optimizer_layout
-from scene.gaussian_model import GaussianHead, ModelConfig
+from scene.gaussian_model import SH_DEGREE_INTERVAL, GaussianHead, ModelConfig
 from scene.model_io import save_model, write_meta
 from utils.errors import CheckpointError, OptionError, TrainingDiverged
 from utils.general_utils import expon_lr, resolve_device, seed_everything
@@ -40,7 +40,6 @@ from utils.metrics_utils import image_metrics, make_lpips, mean_metrics
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
 EVAL_LOG = "eval_log.json"
-NUM_RANDOM_POINTS = 10_000
 
 
 class CameraSampler:
@@ -121,7 +120,7 @@ class Trainer:
         self.model = GaussianHead(cfg).to(self.device)
         init_note = None
         if ckpt is None:
-            xyz, init_note = self.scene.initial_points(NUM_RANDOM_POINTS, seed)
+            xyz, init_note = self.scene.initial_points(data.init_points, seed)
             gen = torch.Generator().manual_seed(seed)
             self.model.init_from_points(xyz, gen)
             self.init_xyz = xyz
@@ -140,6 +139,7 @@ class Trainer:
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
         self.start_iteration = 1
         self.last_saved: int | None = None
+        self.loss_log: list[tuple[int, float]] = []  # (iteration, total loss) every 10
         if ckpt is not None:
             self._restore(ckpt)
 
@@ -186,7 +186,7 @@ class Trainer:
 
     def step(self, iteration: int) -> tuple[dict[str, torch.Tensor], RenderOutput]:
         o = self.opt
-        if iteration % 1000 == 0:
+        if iteration % SH_DEGREE_INTERVAL == 0:
             self.model.oneup_sh_degree()
         self._set_learning_rates(iteration)
         cam = self.scene.train_cameras[self.sampler.next()]
@@ -238,9 +238,10 @@ class Trainer:
             for iteration in bar:
                 terms, out = self.step(iteration)
                 if iteration % 10 == 0 or iteration == last:
-                    values = {k: float(v) for k, v in terms.items()}
+                    values = {k: float(v.detach()) for k, v in terms.items()}
                     if not math.isfinite(values["total"]):
                         self._diverged(iteration)
+                    self.loss_log.append((iteration, values["total"]))
                     ema = values["total"] if ema is None else 0.4 * values["total"] + 0.6 * ema
                     bar.set_postfix({"loss": f"{ema:.4f}", **{k: f"{v:.4f}" for k, v in
                                      values.items() if k != "total"},
@@ -357,6 +358,11 @@ class Trainer:
         self._build_optimizers()
         for opt, state in zip(self.optimizers, ckpt["optimizers"]):
             opt.load_state_dict(state)
+        # torch's load_state_dict turns an integer 'step' into a float32 tensor; geoopt keeps
+        # it as an int, and the bias correction would then differ in the last bit
+        for st in self.opt_deriv.state.values():
+            if torch.is_tensor(st.get("step")):
+                st["step"] = int(st["step"].item())
         self.densifier.load_state_dict(ckpt["densifier"])
         assert len(self.densifier) == n
         self.sampler.load_state_dict(ckpt["sampler"])
