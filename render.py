@@ -23,7 +23,7 @@ from scene.cameras import Camera, orbit_cameras
 from scene.gaussian_model import GaussianHead
 from scene.model_io import load_model
 from utils.errors import DatasetError, OptionError, run_cli
-from utils.general_utils import resolve_device
+from utils.general_utils import configure_precision, resolve_device
 from utils.io_utils import VideoWriter, to_uint8, write_png
 
 RENDER_GROUPS = (ModelParams, PipelineParams)
@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                   load_test=True)
     model, it = load_model(v["model_path"], v["iteration"], v["sh_degree"], device)
     model.eval()
+    model.autocast_dtype = configure_precision(v["precision"], device)
     if model.cfg.exp_dim != scene.exp_dim:
         raise DatasetError(f"{v['source_path']} has expressions of {scene.exp_dim} values but "
                            f"the model expects {model.cfg.exp_dim}. Fix: pass -s with the "

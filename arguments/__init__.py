@@ -128,6 +128,12 @@ class PipelineParams(ParamGroup):
         choices=("auto", "gsplat", "torch"),
     )
     device: str = _opt("auto", "torch device: auto (cuda if available), cpu, cuda or cuda:N")
+    precision: str = _opt(
+        "mixed",
+        "on CUDA, mixed = TF32 matrix products, bf16 MLPs (fp32 accumulation) and fused Adam; "
+        "fp32 = the plain fp32 reference path. The CPU always runs fp32",
+        choices=("mixed", "fp32"),
+    )
 
 
 @dataclass

@@ -71,9 +71,7 @@ def render(gaussians: FrameGaussians, camera: Camera, background: torch.Tensor,
     ``cfg`` carries the model's rasterization conventions (alpha clamp, near plane, whether
     the principal point is centred); ``sh_degree`` is the active SH degree.
     """
-    device = gaussians.means.device
-    viewmat = camera.viewmat(device)
-    K = camera.K(device, centred=cfg.centred_principal_point)
+    viewmat, K, _, _ = camera.tensors(gaussians.means.device, cfg.centred_principal_point)
     w, h = camera.width, camera.height
     if backend == "gsplat":
         return _render_gsplat(gaussians, viewmat, K, w, h, background, cfg, sh_degree)
@@ -133,3 +131,37 @@ def means2d_grad(out: RenderOutput) -> torch.Tensor | None:
     if g is None:
         return None
     return g.reshape(-1, 2)
+
+
+@torch.no_grad()
+def render_batch(model, cameras: list[Camera], background: torch.Tensor,
+                 backend: Backend = "torch") -> torch.Tensor:
+    """Render several frames (expression + camera each) of one model. -> [B, 3, H, W]
+
+    With gsplat all frames go through the networks and the rasterizer in one call each; the
+    torch backend renders them one by one.
+    """
+    device = model.xyz.device
+    cfg = model.cfg
+    tens = [c.tensors(device, cfg.centred_principal_point) for c in cameras]
+    exps = torch.stack([t[3] for t in tens])
+    campos = torch.stack([t[2] for t in tens])
+    if backend != "gsplat":
+        return torch.stack([
+            render(model.derive(e, c), cam, background, cfg, model.active_sh_degree, backend
+                   ).image for e, c, cam in zip(exps, campos, cameras)])
+    from gsplat import rasterization
+
+    g = model.derive_batch(exps, campos)
+    use_covars = g.covars is not None
+    w, h = cameras[0].width, cameras[0].height
+    colors, _, _ = rasterization(
+        means=g.means, quats=None if use_covars else g.quats,
+        scales=None if use_covars else g.scales, covars=g.covars if use_covars else None,
+        opacities=g.opacities, colors=g.sh, sh_degree=model.active_sh_degree,
+        viewmats=torch.stack([t[0] for t in tens])[:, None],
+        Ks=torch.stack([t[1] for t in tens])[:, None], width=w, height=h,
+        near_plane=cfg.near_plane, backgrounds=background.expand(len(cameras), 1, 3),
+        packed=False, rasterize_mode="classic",
+    )
+    return colors[:, 0].permute(0, 3, 1, 2)

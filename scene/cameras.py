@@ -8,7 +8,7 @@ OpenCV axes (x right, y down, looking down +z), which :attr:`Camera.viewmat` pro
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ class Camera:
     frame_index: int | None = None  # index into DatasetInfo.frames; None for synthesised views
     img_id: int | None = None
     image_slot: int | None = None  # row of the ImageStore holding the ground truth
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def width(self) -> int:
@@ -50,6 +51,16 @@ class Camera:
     def campos(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """Camera centre in the world (head) frame. [3]"""
         return torch.tensor(self.c2w_gl[:3, 3], dtype=torch.float32, device=device)
+
+    def tensors(self, device: torch.device | str, centred: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(viewmat [4, 4], K [3, 3], campos [3], exp [E]) on ``device``, copied there once:
+        a copy from pageable host memory would stall the GPU queue at every iteration."""
+        key = (str(device), centred)
+        if key not in self._cache:
+            self._cache[key] = (self.viewmat(device), self.K(device, centred),
+                                self.campos(device), self.exp.to(device))
+        return self._cache[key]
 
     def K(self, device: torch.device | str = "cpu", centred: bool = False) -> torch.Tensor:
         """3x3 intrinsics; ``centred`` puts the principal point at the image centre, as the

@@ -18,6 +18,7 @@ and spherical-harmonics colour coefficients.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -122,6 +123,9 @@ class GaussianHead(nn.Module):
         self.register_buffer("center", torch.tensor(cfg.center, dtype=torch.float32))
         self.register_buffer("radius", torch.tensor(float(cfg.radius)))
         self.active_sh_degree = 0
+        # run-time choice, not part of the model: autocast dtype of the MLPs (bf16 on CUDA in
+        # mixed precision; None = fp32)
+        self.autocast_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ construction
     @property
@@ -212,7 +216,9 @@ class GaussianHead(nn.Module):
         if deform and exp is not None:
             # The release feeds detached positions: the deformation does not move the canonical
             # positions through its input, only through its output offsets.
-            d_xyz, d_rot, d_scale = self.deform(xyz.detach(), exp.to(xyz.device))
+            with self._autocast():
+                offsets = self.deform(xyz.detach(), exp.to(xyz.device))
+            d_xyz, d_rot, d_scale = (o.float() for o in offsets)
         else:
             d_xyz = d_rot = d_scale = None
         means = xyz if d_xyz is None else xyz + d_xyz
@@ -222,7 +228,7 @@ class GaussianHead(nn.Module):
             quats = F.normalize(q if d_rot is None else q + d_rot, dim=-1)
             scales = torch.exp(self.scaling if d_scale is None else self.scaling + d_scale)
             dirs = F.normalize(means - campos, dim=-1)
-            opacity, _, sh = self.triplane(coords, dirs)
+            opacity, sh = self._decode(coords, dirs)
             return FrameGaussians(means=means, opacities=opacity, sh=sh, quats=quats,
                                   scales=scales)
         # release: unnormalised rotation and exp(s) + d_s straight into the covariance, and the
@@ -234,8 +240,44 @@ class GaussianHead(nn.Module):
             scales = scales + d_scale
         covars = covariance(quat_to_matrix_unnormalized(rot), scales)
         dirs = F.normalize(xyz - campos, dim=-1)
-        opacity, _, sh = self.triplane(coords, dirs)
+        opacity, sh = self._decode(coords, dirs)
         return FrameGaussians(means=means, opacities=opacity, sh=sh, covars=covars)
+
+    def derive_batch(self, exps: torch.Tensor, campos: torch.Tensor) -> FrameGaussians:
+        """Gaussians of B frames at once (one pass of each network over B x N rows).
+
+        exps [B, E], campos [B, 3] -> FrameGaussians whose tensors have a leading B axis.
+        """
+        if self.cfg.semantics != "fixed":
+            frames = [self.derive(e, c) for e, c in zip(exps, campos)]
+            return FrameGaussians(**{
+                k: torch.stack([getattr(f, k) for f in frames]) for k in
+                ("means", "opacities", "sh", "covars")})
+        b, n = exps.shape[0], self.num_gaussians
+        xyz = self.xyz.detach()
+        with self._autocast():
+            offsets = self.deform(xyz.repeat(b, 1), exps.repeat_interleave(n, dim=0))
+        d_xyz, d_rot, d_scale = (o.float().view(b, n, -1) for o in offsets)
+        means = self.xyz + d_xyz  # [B, N, 3]
+        rot = quat_to_rotmat(self.derivations)  # [N, K, 3, 3]
+        p = (means - self.center) / self.radius
+        coords = torch.einsum("nkij,bnj->kbnj", rot, p).reshape(rot.shape[1], b * n, 3)
+        dirs = F.normalize(means - campos[:, None], dim=-1).reshape(b * n, 3)
+        opacity, sh = self._decode(coords, dirs)
+        q = F.normalize(self.rotation, dim=-1)
+        return FrameGaussians(
+            means=means, opacities=opacity.view(b, n), sh=sh.view(b, n, *sh.shape[1:]),
+            quats=F.normalize(q + d_rot, dim=-1), scales=torch.exp(self.scaling + d_scale))
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.xyz.device.type, dtype=self.autocast_dtype)
+
+    def _decode(self, coords: torch.Tensor, dirs: torch.Tensor):
+        with self._autocast():
+            opacity, _, sh = self.triplane(coords, dirs)
+        return opacity.float(), sh.float()
 
     # ------------------------------------------------------------------ exchange formats
     def tilted_state_dict(self) -> dict[str, torch.Tensor]:

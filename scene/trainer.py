@@ -32,7 +32,7 @@ from scene.densification import Densifier, DensifyConfig, check_optimizer_layout
 from scene.gaussian_model import SH_DEGREE_INTERVAL, GaussianHead, ModelConfig
 from scene.model_io import save_model, write_meta
 from utils.errors import CheckpointError, OptionError, TrainingDiverged
-from utils.general_utils import expon_lr, resolve_device, seed_everything
+from utils.general_utils import configure_precision, expon_lr, resolve_device, seed_everything
 from utils.io_utils import atomic_torch_save, atomic_write_json
 from utils.loss_utils import l1_loss, make_perceptual_loss, ssim
 from utils.metrics_utils import image_metrics, make_lpips, mean_metrics
@@ -77,6 +77,7 @@ class Trainer:
         self.log = log
         self.device = resolve_device(pipe.device)
         self.backend = resolve_backend(pipe.backend, self.device)
+        self.autocast_dtype = configure_precision(pipe.precision, self.device)
         _check_options(opt)
         if not data.source_path:
             raise OptionError("no dataset given. Fix: pass -s data/<id> (a folder with "
@@ -118,6 +119,7 @@ class Trainer:
             cfg = ModelConfig.from_dict(ckpt["model_config"])
         self.cfg = cfg
         self.model = GaussianHead(cfg).to(self.device)
+        self.model.autocast_dtype = self.autocast_dtype
         init_note = None
         if ckpt is None:
             xyz, init_note = self.scene.initial_points(data.init_points, seed)
@@ -167,7 +169,8 @@ class Trainer:
         return d
 
     def _build_optimizers(self) -> None:
-        self.optimizers, self.schedules = build_optimizers(self.model, self.opt)
+        fused = self.device.type == "cuda" and self.pipe.precision == "mixed"
+        self.optimizers, self.schedules = build_optimizers(self.model, self.opt, fused)
         self.opt_gauss, self.opt_deriv, self.opt_net = self.optimizers
 
     def _set_learning_rates(self, iteration: int) -> None:
@@ -180,7 +183,8 @@ class Trainer:
     # ------------------------------------------------------------------ one iteration
     def render_camera(self, cam: Camera, iteration: int) -> RenderOutput:
         deform = iteration >= self.opt.warm_up
-        g = self.model.derive(cam.exp.to(self.device), cam.campos(self.device), deform=deform)
+        _, _, campos, exp = cam.tensors(self.device, self.cfg.centred_principal_point)
+        g = self.model.derive(exp, campos, deform=deform)
         return render(g, cam, self.background, self.cfg, self.model.active_sh_degree,
                       self.backend)
 
@@ -377,16 +381,17 @@ class Trainer:
                  f"{ckpt['iteration']} ({n} Gaussians)")
 
 
-def build_optimizers(m: GaussianHead, o: OptimizationParams):
+def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False):
     """The release's optimizers: Adam for the per-Gaussian tensors (one group each), Riemannian
-    Adam for the derivations on the sphere, Adam for the networks (one group per part).
+    Adam for the derivations on the sphere, Adam for the networks (one group per part);
+    ``fused`` selects the fused CUDA Adam kernels.
     Returns the optimizers and the learning-rate schedules by group name."""
     s = o.spatial_lr_scale
     opt_gauss = torch.optim.Adam([
         {"params": [m.xyz], "lr": o.position_lr_init * s, "name": "xyz"},
         {"params": [m.scaling], "lr": o.scaling_lr * s, "name": "scaling"},
         {"params": [m.rotation], "lr": o.rotation_lr, "name": "rotation"},
-    ], lr=0.0, eps=1e-15)
+    ], lr=0.0, eps=1e-15, fused=fused or None)
     opt_deriv = geoopt.optim.RiemannianAdam(
         [{"params": [m.derivations], "lr": o.quater_lr_init, "name": "derivations"}])
     nets = m.network_parameters()
@@ -394,7 +399,8 @@ def build_optimizers(m: GaussianHead, o: OptimizationParams):
            "trip.opacity": o.opacity_lr, "trip.shs": o.feature_lr,
            "trip.shs_dc": o.feature_lr, "trip.shs_rest": o.feature_lr / 20.0}
     opt_net = torch.optim.Adam(
-        [{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0, eps=1e-15)
+        [{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0, eps=1e-15,
+        fused=fused or None)
     optimizers = [opt_gauss, opt_deriv, opt_net]
     check_optimizer_layout(m, optimizers)
     schedules = {

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "original_checkpoint"
+# the original-release checkpoint fixture; GH_FIXTURE points elsewhere (e.g. on a GPU machine)
+FIXTURE = Path(os.environ.get("GH_FIXTURE") or Path(__file__).resolve().parents[2] / "shared"
+               / "fixtures" / "original_checkpoint")
 
 
 def look_at_c2w(eye, target=(0.0, 0.0, 0.0)) -> np.ndarray:

@@ -55,3 +55,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 def inverse_sigmoid(x: torch.Tensor) -> torch.Tensor:
     x = x.clamp(1e-6, 1 - 1e-6)
     return torch.log(x / (1 - x))
+
+
+def configure_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """Set the matrix-product precision for ``precision`` ('mixed' or 'fp32').
+
+    Returns the autocast dtype for the MLPs (bf16 on CUDA in mixed mode), else None.
+    """
+    mixed = precision == "mixed" and device.type == "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = mixed
+    torch.backends.cudnn.allow_tf32 = mixed
+    return torch.bfloat16 if mixed else None
