@@ -8,10 +8,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
-# the original-release checkpoint fixture; GH_FIXTURE points elsewhere (e.g. on a GPU machine)
+# the original-release checkpoint fixture, beside the checkout in ../shared; GH_FIXTURE points
+# elsewhere (e.g. on a GPU machine)
 FIXTURE = Path(os.environ.get("GH_FIXTURE") or Path(__file__).resolve().parents[2] / "shared"
                / "fixtures" / "original_checkpoint")
+needs_fixture = pytest.mark.skipif(
+    not (FIXTURE / "model" / "cfg_args").is_file(),
+    reason=f"the original-release fixture is not at {FIXTURE}; set GH_FIXTURE to its folder")
 
 
 def look_at_c2w(eye, target=(0.0, 0.0, 0.0)) -> np.ndarray:

@@ -16,7 +16,7 @@ import torch
 from scene import Scene
 from scene.cameras import Camera
 from scene.dataset_readers import load_images, read_dataset
-from tests.helpers import FIXTURE, edit_transforms, write_tiny_dataset
+from tests.helpers import FIXTURE, edit_transforms, needs_fixture, write_tiny_dataset
 from utils.errors import DatasetError, OptionError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +30,7 @@ def tiny(tmp_path):
 # ---------------------------------------------------------------------------- the released data
 
 
+@needs_fixture
 def test_reads_the_released_layout():
     info = read_dataset(FIXTURE / "data", test_frames=100, eval_frames=100)
     assert len(info.frames) == 200 and info.exp_dim == 46
@@ -43,6 +44,7 @@ def test_reads_the_released_layout():
     assert (imgs[:, :4, :4] >= 250).all()
 
 
+@needs_fixture
 def test_cameras_json_matches_the_release(tmp_path):
     scene = Scene(FIXTURE / "data", test_frames=100, eval_frames=100, load_train=False)
     scene.write_cameras_json(tmp_path / "cameras.json")

@@ -16,7 +16,7 @@ from gaussian_renderer import render
 from scene import Scene
 from scene.gaussian_model import FrameGaussians
 from scene.model_io import load_model
-from tests.helpers import FIXTURE
+from tests.helpers import FIXTURE, needs_fixture
 from tools.make_synthetic import make_synthetic
 
 pytestmark = pytest.mark.gpu
@@ -73,6 +73,7 @@ def test_backends_agree_on_a_trained_model(trained):
     assert all(v >= 0.99 for v in worst_cos.values()), worst_cos
 
 
+@needs_fixture
 def test_release_fixture_through_gsplat():
     dev = torch.device("cuda")
     scene = Scene(FIXTURE / "data", test_frames=100, eval_frames=100, load_train=False)

@@ -14,7 +14,7 @@ import torch
 
 from scene.gaussian_model import GaussianHead, ModelConfig
 from scene.model_io import load_model, save_model, write_meta
-from tests.helpers import FIXTURE
+from tests.helpers import FIXTURE, needs_fixture
 from utils.graphics_utils import quat_to_matrix_release, quat_to_rotmat
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +25,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(-10 * np.log10(max(mse, 1e-12)))
 
 
+@needs_fixture
 def test_release_checkpoint_renders_like_the_original(tmp_path):
     """render.py on the fixture (torch backend, CPU) matches the original's own renders."""
     out = tmp_path / "renders"
@@ -104,6 +105,7 @@ def test_initial_scales_from_three_nearest_neighbours():
     assert (m.derivations[0] - m.derivations[1]).abs().max() > 1e-3
 
 
+@needs_fixture
 def test_saved_files_keep_the_release_keys_and_shapes(tmp_path):
     m = _small_model(exp_dim=46)
     save_model(tmp_path, m, 7)
@@ -141,6 +143,7 @@ def test_our_model_round_trips_and_is_not_mistaken_for_a_release(tmp_path):
     assert legacy.cfg.semantics == "release" and legacy.cfg.centred_principal_point
 
 
+@needs_fixture
 def test_release_checkpoint_config_is_inferred():
     m, it = load_model(FIXTURE / "model")
     assert it == 4000 and m.cfg.semantics == "release"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# On a CUDA machine: the GPU tests (gsplat vs the torch backend, the release fixture through
+# gsplat, mixed precision vs fp32), then bench/run.py on a 512x512 synthetic head.
+#
+#   bash bench/gpu_check.sh [RESULTS_DIR] [BENCH_MINUTES]
+#
+# Environment: PYTHON (default python3), GH_FIXTURE (the original-release fixture, default
+# ../shared/fixtures/original_checkpoint), GH_BENCH_DATA (dataset to benchmark; made with
+# tools/make_synthetic.py, 600 frames at 512x512, when missing), GH_BENCH_FRAMES.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+results=${1:-bench/results}
+minutes=${2:-3}
+PY=${PYTHON:-python3}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+export PYTHONUNBUFFERED=1
+mkdir -p "$results"
+data=${GH_BENCH_DATA:-/tmp/gh_bench_syn512}
+if [ ! -f "$data/transforms.json" ]; then
+    "$PY" tools/make_synthetic.py "$data" --frames "${GH_BENCH_FRAMES:-600}" --res 512 --seed 0 \
+        --workers "$(nproc)" || exit 1
+fi
+"$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name())' || exit 1
+# compile gsplat's kernels once, outside the timed and tested parts
+"$PY" - <<'PY'
+import time, torch
+from gsplat import rasterization
+t0 = time.time()
+d = "cuda"
+rasterization(torch.zeros(1, 3, device=d), torch.tensor([[1.0, 0, 0, 0]], device=d),
+              torch.ones(1, 3, device=d), torch.ones(1, device=d), torch.ones(1, 3, device=d),
+              torch.eye(4, device=d)[None], torch.eye(3, device=d)[None], 8, 8)
+torch.cuda.synchronize()
+print(f"gsplat ready in {time.time() - t0:.0f} s")
+PY
+rc=0
+"$PY" -m pytest -m gpu -q -s -p no:cacheprovider tests 2>&1 | tee "$results/gpu_tests.log"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+"$PY" bench/run.py --data "$data" --minutes "$minutes" --out "$results" 2>&1 \
+    | tee "$results/bench.log"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+exit $rc
