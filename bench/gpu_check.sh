@@ -8,6 +8,7 @@
 # ../shared/fixtures/original_checkpoint), GH_BENCH_DATA (dataset to benchmark; made with
 # tools/make_synthetic.py, 600 frames at 512x512, when missing), GH_BENCH_FRAMES.
 set -uo pipefail
+export GH_COMMIT=${GH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}
 cd "$(dirname "$0")/.."
 results=${1:-bench/results}
 minutes=${2:-3}

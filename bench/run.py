@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -68,6 +69,9 @@ class Timer:
 
 
 def commit() -> str:
+    """The checkout's short commit (+dirty), or $GH_COMMIT where the tree is no git checkout."""
+    if os.environ.get("GH_COMMIT"):
+        return os.environ["GH_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                              capture_output=True, text=True, check=True).stdout.strip()

@@ -96,13 +96,21 @@ def test_release_fixture_through_gsplat():
 
 
 def test_mixed_precision_training_matches_fp32(data, tmp_path):
-    res = {}
-    for precision in ("fp32", "mixed"):
-        out = tmp_path / precision
-        train.train(["-s", str(data), "-m", str(out), "--eval", "--iterations", "1000",
-                     "--test_iterations", "1000", "--save_iterations", "1000", "--precision",
-                     precision, "--backend", "gsplat", *COMMON])
-        res[precision] = json.loads((out / "eval_log.json").read_text())[-1]["psnr"]
-    print(f"\ntest PSNR after 1000 iterations: fp32 {res['fp32']:.3f} dB, mixed "
-          f"{res['mixed']:.3f} dB")
-    assert abs(res["fp32"] - res["mixed"]) <= 0.2
+    """No quality lost for speed: over two seeds, the mixed-precision path's test PSNR is not
+    below the fp32 reference's by more than 0.2 dB (single short runs differ by more than that
+    in either direction, through the rasterizer's non-deterministic gradient sums)."""
+    res: dict[str, list[float]] = {"fp32": [], "mixed": []}
+    common = list(COMMON)
+    i = common.index("--seed")
+    for seed in ("0", "1"):
+        common[i + 1] = seed
+        for precision in res:
+            out = tmp_path / f"{precision}_{seed}"
+            train.train(["-s", str(data), "-m", str(out), "--eval", "--iterations", "1000",
+                         "--test_iterations", "1000", "--save_iterations", "1000",
+                         "--precision", precision, "--backend", "gsplat", *common])
+            res[precision].append(json.loads((out / "eval_log.json").read_text())[-1]["psnr"])
+    fp32, mixed = np.mean(res["fp32"]), np.mean(res["mixed"])
+    print(f"\ntest PSNR after 1000 iterations (seeds 0, 1): fp32 {res['fp32']} mean "
+          f"{fp32:.3f} dB; mixed {res['mixed']} mean {mixed:.3f} dB")
+    assert mixed >= fp32 - 0.2
