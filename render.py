@@ -164,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                   load_test=True)
     model, it = load_model(v["model_path"], v["iteration"], v["sh_degree"], device)
     model.eval()
-    model.autocast_dtype = configure_precision(v["precision"], device)
+    # the original release computed in fp32: its checkpoints render in fp32 whatever --precision
+    precision = "fp32" if model.cfg.semantics == "release" else v["precision"]
+    model.autocast_dtype = configure_precision(precision, device)
     if model.cfg.exp_dim != scene.exp_dim:
         raise DatasetError(f"{v['source_path']} has expressions of {scene.exp_dim} values but "
                            f"the model expects {model.cfg.exp_dim}. Fix: pass -s with the "

@@ -1,22 +1,18 @@
 """GPU checks (run on a CUDA machine; skipped elsewhere): the gsplat backend against the
-torch backend on a trained model, the release fixture through gsplat, and the mixed-precision
-training path against the fp32 reference."""
+torch backend on a trained model, and the mixed-precision training path against the fp32
+reference. The release fixture through gsplat is in test_model.py."""
 
 from __future__ import annotations
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 import train
 from gaussian_renderer import render
-from scene import Scene
 from scene.gaussian_model import FrameGaussians
-from scene.model_io import load_model
-from tests.helpers import FIXTURE, needs_fixture
 from tools.make_synthetic import make_synthetic
 
 pytestmark = pytest.mark.gpu
@@ -71,28 +67,6 @@ def test_backends_agree_on_a_trained_model(trained):
           + ", ".join(f"{k} {v:.4f}" for k, v in worst_cos.items()))
     assert worst_psnr >= 40.0
     assert all(v >= 0.99 for v in worst_cos.values()), worst_cos
-
-
-@needs_fixture
-def test_release_fixture_through_gsplat():
-    dev = torch.device("cuda")
-    scene = Scene(FIXTURE / "data", test_frames=100, eval_frames=100, load_train=False)
-    model, it = load_model(FIXTURE / "model", device=dev)
-    bg = torch.ones(3, device=dev)
-    psnrs = {"gsplat": [], "torch": []}
-    for k, cam in enumerate(scene.test_cameras[:20]):
-        ref = cv2.cvtColor(cv2.imread(str(FIXTURE / "model" / "reference_renders_iter4000"
-                                          / f"{k:05d}.png")), cv2.COLOR_BGR2RGB)
-        ref = torch.from_numpy(ref).permute(2, 0, 1).to(dev)
-        with torch.no_grad():
-            g = model.derive(*reversed(cam.tensors(dev, True)[2:]))
-            for backend in psnrs:
-                img = render(g, cam, bg, model.cfg, model.active_sh_degree, backend).image
-                img = (img.clamp(0, 1) * 255).round()
-                psnrs[backend].append(_psnr(img / 255, ref / 255))
-    for backend, v in psnrs.items():
-        print(f"\nfixture via {backend} on CUDA: mean {np.mean(v):.2f} dB, min {np.min(v):.2f} dB")
-        assert np.mean(v) >= 35.0 and np.min(v) >= 30.0
 
 
 def test_mixed_precision_training_matches_fp32(data, tmp_path):

@@ -26,13 +26,18 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @needs_fixture
-def test_release_checkpoint_renders_like_the_original(tmp_path):
-    """render.py on the fixture (torch backend, CPU) matches the original's own renders."""
+@pytest.mark.parametrize("backend,device", [
+    ("torch", "cpu"),
+    pytest.param("gsplat", "cuda", marks=pytest.mark.gpu),
+    pytest.param("torch", "cuda", marks=pytest.mark.gpu),
+])
+def test_release_checkpoint_renders_like_the_original(tmp_path, backend, device):
+    """render.py on the fixture matches the original's own renders."""
     out = tmp_path / "renders"
     r = subprocess.run(
         [sys.executable, "render.py", "-m", str(FIXTURE / "model"), "-s", str(FIXTURE / "data"),
-         "--test_frames", "100", "--eval_frames", "100", "--skip_train", "--backend", "torch",
-         "--device", "cpu", "-o", str(out), "--max_frames", "20", "--no_video", "--quiet"],
+         "--test_frames", "100", "--eval_frames", "100", "--skip_train", "--backend", backend,
+         "--device", device, "-o", str(out), "--max_frames", "20", "--no_video", "--quiet"],
         cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "legacy" in r.stdout
@@ -41,8 +46,8 @@ def test_release_checkpoint_renders_like_the_original(tmp_path):
         ours = cv2.imread(str(out / "test" / "ours_4000" / "renders" / f"{k:05d}.png"))
         ref = cv2.imread(str(FIXTURE / "model" / "reference_renders_iter4000" / f"{k:05d}.png"))
         psnrs.append(_psnr(ours, ref))
-    print(f"fixture PSNR vs the original's renders: mean {np.mean(psnrs):.2f} dB, "
-          f"min {np.min(psnrs):.2f} dB")
+    print(f"fixture via {backend} on {device}, PSNR vs the original's renders: mean "
+          f"{np.mean(psnrs):.2f} dB, min {np.min(psnrs):.2f} dB")
     assert np.mean(psnrs) >= 35.0 and min(psnrs) >= 30.0
 
 
