@@ -51,16 +51,18 @@ def evaluate_dir(method_dir: Path, lpips_fn, device: torch.device, quiet: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
     p.add_argument("-m", "--model_paths", nargs="+", required=True,
                    help="run folders (or render.py output folders) to evaluate")
     p.add_argument("--sets", nargs="+", default=["test"],
                    help="which rendered sets to evaluate (test, train, ...)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
+    p.add_argument("--lpips_net", default="auto", choices=("auto", "vgg", "alex"),
+                   help="LPIPS backbone (auto: VGG if its weights are cached, else AlexNet)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    lpips_fn, note = make_lpips(device)
+    lpips_fn, note = make_lpips(device, args.lpips_net)
     print(note)
     for model in map(Path, args.model_paths):
         results, per_view = {}, {}

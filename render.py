@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from arguments import ModelParams, PipelineParams, defaults, read_cfg_args, str2bool
+from arguments import (
+    ModelParams,
+    PipelineParams,
+    add_release_compat,
+    defaults,
+    pop_release_compat,
+    read_cfg_args,
+    str2bool,
+)
 from gaussian_renderer import render, resolve_backend
 from scene import Scene
 from scene.cameras import Camera, orbit_cameras
@@ -30,7 +38,7 @@ RENDER_GROUPS = (ModelParams, PipelineParams)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for g in RENDER_GROUPS:
         g.add_to(p)
@@ -57,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fps", type=float, default=25.0, help="frame rate of the videos")
     r.add_argument("--no_video", help="write PNGs only", **flag)
     r.add_argument("--quiet", help="no progress bars", **flag)
+    # the release's render.py options: --mode had one value, --warm_up is stored with our models
+    add_release_compat(p, {"mode": str, "warm_up": int})
     return p
 
 
@@ -83,10 +93,11 @@ def _output_root(values: dict) -> Path:
 @torch.no_grad()
 def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name: str,
                    background: torch.Tensor, backend: str, device: torch.device,
-                   gt_fn=None, fps: float = 25.0, video: bool = True, quiet: bool = False
-                   ) -> Path:
+                   gt_fn=None, fps: float = 25.0, video: bool = True, quiet: bool = False,
+                   deform: bool = True) -> Path:
     """Render cameras to ``out_dir/{renders,gt,depth}/%05d.png`` and ``<name>.mp4`` (plus a
-    ground truth | render ``<name>_gt_render.mp4`` when ground truth exists)."""
+    ground truth | render ``<name>_gt_render.mp4`` when ground truth exists). ``deform=False``
+    renders the canonical Gaussians (a model saved before its deformation was trained)."""
     renders, gts, depths = out_dir / "renders", out_dir / "gt", out_dir / "depth"
     for d in (renders, depths) + ((gts,) if gt_fn else ()):
         d.mkdir(parents=True, exist_ok=True)
@@ -94,7 +105,7 @@ def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name:
     side = VideoWriter(out_dir / f"{name}_gt_render.mp4", fps) if video and gt_fn else None
     try:
         for idx, cam in enumerate(tqdm(cams, desc=f"Rendering {name}", disable=quiet)):
-            g = model.derive(cam.exp.to(device), cam.campos(device), deform=True)
+            g = model.derive(cam.exp.to(device), cam.campos(device), deform=deform)
             out = render(g, cam, background, model.cfg, model.active_sh_degree, backend)
             img = to_uint8(out.image.clamp(0, 1))
             write_png(renders / f"{idx:05d}.png", img)
@@ -127,7 +138,8 @@ def render_novel_view(model: GaussianHead, scene: Scene, out_root: Path, iterati
                          n_frames=n_frames)
     bg = torch.tensor(scene.background, device=device)
     return render_cameras(model, cams, Path(out_root) / "novel_view" / f"ours_{iteration}",
-                          "novel_view", bg, backend, device, None, fps, video, quiet)
+                          "novel_view", bg, backend, device, None, fps, video, quiet,
+                          model.deforms_at(iteration))
 
 
 def driving_cameras(path: str, model: GaussianHead, scene: Scene, use_pose: bool
@@ -151,6 +163,8 @@ def driving_cameras(path: str, model: GaussianHead, scene: Scene, use_pose: bool
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
+    for note in pop_release_compat(args):
+        print(note)
     v = resolve_options(args)
     device = resolve_device(v["device"])
     backend = resolve_backend(v["backend"], device)
@@ -177,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
           f"backend {backend} on {device}; writing to {out_root}")
     bg = torch.tensor(scene.background, device=device)
     common = {"fps": v["fps"], "video": not v["no_video"], "quiet": v["quiet"]}
+    if not model.deforms_at(it):
+        print(f"note: iteration {it} precedes the deformation network's training (from "
+              f"iteration {model.cfg.deform_from}): rendering the canonical head")
 
     def gt_fn(cam):
         return scene.gt(cam, "cpu")
@@ -190,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         cams = cams[: v["max_frames"]] if v["max_frames"] else cams
         if cams:
             d = render_cameras(model, cams, out_root / name / f"ours_{it}", name, bg, backend,
-                               device, gt_fn, **common)
+                               device, gt_fn, deform=model.deforms_at(it), **common)
             print(f"{name}: {len(cams)} frames in {d}")
     if v["novel_view"]:
         d = render_novel_view(model, scene, out_root, it, backend, device,
@@ -200,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         cams = driving_cameras(v["driving"], model, scene, v["driving_pose"])
         src = Path(v["driving"]).resolve()
         name = "driving_" + (src.parent.name if src.is_file() else src.name)
+        name += "_pose" if v["driving_pose"] else ""
         d = render_cameras(model, cams, out_root / name / f"ours_{it}", name, bg, backend,
-                           device, None, **common)
+                           device, None, deform=model.deforms_at(it), **common)
         print(f"driving: {len(cams)} frames in {d}")
     return 0
 

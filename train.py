@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import argparse
 
-from arguments import ModelParams, OptimizationParams, PipelineParams, defaults, str2bool
+from arguments import (
+    ModelParams,
+    OptimizationParams,
+    PipelineParams,
+    add_release_compat,
+    defaults,
+    pop_release_compat,
+    str2bool,
+)
 from utils.errors import OptionError, run_cli
 
 GROUPS = (ModelParams, OptimizationParams, PipelineParams)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
     for g in GROUPS:
         g.add_to(p)
     run = p.add_argument_group("Run")
@@ -29,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "20000, 30000, 40000, then every 10000 from 50000; the last "
                           "iteration is always saved)")
     run.add_argument("--seed", type=int, default=argparse.SUPPRESS,
-                     help="random seed of the initial points, frame order and splits "
-                          "(default 0)")
+                     help="random seed of the initial points, derivations and frame order "
+                          "(default: 0)")
     run.add_argument("--resume", nargs="?", const=True, type=str2bool, default=False,
                      metavar="true|false",
                      help="continue the run in -m from its checkpoint.pt (its options are "
@@ -40,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after training, also render the test expressions from a camera "
                           "orbiting the head (as render.py --novel_view)")
     run.add_argument("--quiet", nargs="?", const=True, type=str2bool, default=False,
-                     metavar="true|false", help="no progress bar and no TensorBoard logs")
+                     metavar="true|false", help="no progress bar")
+    run.add_argument("--tensorboard", nargs="?", const=True, type=str2bool, default=True,
+                     metavar="true|false",
+                     help="write TensorBoard logs to the run folder (default: true)")
+    add_release_compat(p)
     return p
 
 
@@ -56,6 +67,8 @@ def default_save_iterations(iterations: int) -> list[int]:
 def train(argv: list[str] | None = None):
     """Parse ``argv``, train, and return the finished :class:`scene.trainer.Trainer`."""
     args = vars(build_parser().parse_args(argv))
+    for note in pop_release_compat(args):
+        print(note)
     values = defaults(*GROUPS)
     values.update({"seed": 0})
     if args["resume"]:
@@ -74,7 +87,8 @@ def train(argv: list[str] | None = None):
     from scene.trainer import Trainer
 
     trainer = Trainer(data, opt, pipe, test_iterations=test_its, save_iterations=save_its,
-                      seed=values["seed"], quiet=values["quiet"], resume=values["resume"])
+                      seed=values["seed"], quiet=values["quiet"], resume=values["resume"],
+                      tensorboard=values["tensorboard"])
     trainer.final_metrics = trainer.run()
     if values["novel_view"]:
         from render import render_novel_view

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils.errors import CheckpointError, OptionError
+from utils.errors import CheckpointError
 
 
 def str2bool(value: str | bool) -> bool:
@@ -51,8 +51,14 @@ class ParamGroup:
             names = ["--" + f.name]
             if f.metadata.get("short"):
                 names.append(f.metadata["short"])
-            kwargs: dict[str, Any] = {"help": f.metadata.get("help", ""), "dest": f.name}
-            kwargs["default"] = argparse.SUPPRESS
+            help_text = f.metadata.get("help", "")
+            if f.default not in ("", None):
+                shown = str(f.default).lower() if isinstance(f.default, bool) else f.default
+                help_text += f" (default: {shown})"
+            # SUPPRESS: only options given on the command line appear in the parsed namespace,
+            # so they can override a saved run's options (render.py, --resume)
+            kwargs: dict[str, Any] = {"help": help_text, "dest": f.name,
+                                      "default": argparse.SUPPRESS}
             if f.type in (bool, "bool"):
                 kwargs.update(nargs="?", const=True, type=str2bool, metavar="true|false")
             elif f.metadata.get("nargs"):
@@ -145,7 +151,9 @@ class OptimizationParams(ParamGroup):
     warm_up: int = _opt(3_000, "iterations before the deformation network is switched on")
     position_lr_init: float = _opt(1.6e-4, "position learning rate at the start (x5 spatial scale)")
     position_lr_final: float = _opt(1.6e-6, "position learning rate at the end (x5 spatial scale)")
-    position_lr_delay_mult: float = _opt(0.01, "learning-rate delay multiplier (as 3DGS)")
+    position_lr_delay_mult: float = _opt(
+        0.01, "3DGS's learning-rate delay multiplier; it has no effect without delay steps, in "
+        "the release as here, and is kept so that its command lines run")
     position_lr_max_steps: int = _opt(30_000, "iterations over which the position rate decays")
     deform_lr_max_steps: int = _opt(80_000, "iterations over which the deformation rate decays")
     spatial_lr_scale: float = _opt(5.0, "scale of the position/scale/deformation rates")
@@ -235,9 +243,35 @@ def read_cfg_args(model_path: str | os.PathLike) -> dict[str, Any]:
         ) from None
 
 
-def check_positive(name: str, value: int | float, allow_zero: bool = False) -> None:
-    """Raise an :class:`OptionError` unless ``value`` is positive (or zero, if allowed)."""
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise OptionError(f"--{name} must be {bound}, got {value}.")
+# ----------------------------------------------------------------------------------------------
+# the original release's options that have no meaning here
+
+RELEASE_ONLY_FLAGS = {
+    "images": str, "data_device": str, "load2gpu_on_the_fly": str2bool,
+    "convert_SHs_python": str2bool, "compute_cov3D_python": str2bool, "debug": str2bool,
+}
+
+
+def add_release_compat(parser: argparse.ArgumentParser, extra: dict[str, Any] | None = None
+                       ) -> None:
+    """Accept the original release's options that do nothing here, so that commands written
+    for it run unchanged (:func:`pop_release_compat` reports the ones given)."""
+    group = parser.add_argument_group(
+        "Accepted for compatibility with the original release (no effect here)")
+    for name, kind in {**RELEASE_ONLY_FLAGS, **(extra or {})}.items():
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f"compat_{name}",
+                                  "help": "accepted and ignored"}
+        if kind is str2bool:
+            kwargs.update(nargs="?", const=True, type=str2bool, metavar="true|false")
+        else:
+            kwargs["type"] = kind
+        group.add_argument(f"--{name}", **kwargs)
+
+
+def pop_release_compat(args: dict[str, Any]) -> list[str]:
+    """Remove the compatibility options from parsed ``args``; return a note for each given."""
+    given = [k for k in list(args) if k.startswith("compat_")]
+    for k in given:
+        args.pop(k)
+    return [f"note: --{k[len('compat_'):]} (an option of the original release) has no effect "
+            "here" for k in given]

@@ -34,10 +34,6 @@ class RenderOutput:
     radii: torch.Tensor  # [N] screen radius in pixels (max over axes), 0 if culled
     opacities: torch.Tensor  # [N] the opacities that were rasterized (decoded)
 
-    @property
-    def visible(self) -> torch.Tensor:
-        return self.radii > 0
-
 
 def resolve_backend(name: str, device: torch.device) -> Backend:
     """Map ``auto`` to a concrete backend, checking that the choice can run on ``device``."""

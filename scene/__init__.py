@@ -16,7 +16,13 @@ from scene.cameras import (
     mean_camera_distance,
     view_sphere,
 )
-from scene.dataset_readers import DatasetInfo, load_images, read_dataset, read_points3d
+from scene.dataset_readers import (
+    HEAD_RGB,
+    DatasetInfo,
+    load_images,
+    read_dataset,
+    read_points3d,
+)
 from utils.io_utils import atomic_write_text
 
 
@@ -108,7 +114,8 @@ def _silhouette(info: DatasetInfo, frame, size: int) -> np.ndarray | None:
     """A frame's foreground (mask, or the head of the parsing map) as float (size, size')."""
     if info.only_head and frame.parsing_path is not None:
         par = cv2.imread(str(frame.parsing_path), cv2.IMREAD_COLOR)
-        sil = np.all(par == np.array([255, 0, 0], dtype=np.uint8), axis=-1).astype(np.float32)
+        bgr = np.array(HEAD_RGB[::-1], dtype=np.uint8)
+        sil = np.all(par == bgr, axis=-1).astype(np.float32)
     elif frame.mask_path is not None:
         sil = cv2.imread(str(frame.mask_path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
     else:

@@ -97,7 +97,10 @@ class Densifier:
 
     State (one row per Gaussian, kept the same length as the model by :meth:`remap`):
     accumulated screen-space gradient norms (NDC units), how often each Gaussian was visible,
-    the largest screen radius seen, and the last decoded opacity.
+    the largest screen radius seen, and the largest decoded opacity, all since the last
+    densification. Opacity depends on the expression, so a Gaussian is pruned as transparent
+    only if it was so in every frame seen since then (not just the last one: an inner mouth is
+    transparent in most frames).
     """
 
     def __init__(self, cfg: DensifyConfig, num_gaussians: int, device: torch.device):
@@ -105,11 +108,12 @@ class Densifier:
         self.grad_accum = torch.zeros(num_gaussians, device=device)
         self.denom = torch.zeros(num_gaussians, device=device)
         self.max_radii = torch.zeros(num_gaussians, device=device)
-        self.last_opacity = torch.ones(num_gaussians, device=device)
+        # NaN until a frame is observed (never pruned as transparent without evidence)
+        self.max_opacity = torch.full((num_gaussians,), float("nan"), device=device)
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k).detach().clone()
-                for k in ("grad_accum", "denom", "max_radii", "last_opacity")}
+                for k in ("grad_accum", "denom", "max_radii", "max_opacity")}
 
     def load_state_dict(self, sd: dict) -> None:
         for k, v in sd.items():
@@ -123,7 +127,7 @@ class Densifier:
                 opacities: torch.Tensor, width: int, height: int) -> None:
         """Accumulate one frame's statistics. means2d_grad [N, 2] in pixels (gsplat's and our
         rasterizer's unit) is converted to the release's NDC units (x W/2, x H/2)."""
-        self.last_opacity = opacities.detach().reshape(-1).clone()
+        self.max_opacity = torch.fmax(self.max_opacity, opacities.detach().reshape(-1))
         visible = radii > 0
         self.max_radii = torch.where(visible, torch.maximum(self.max_radii, radii.float()),
                                      self.max_radii)
@@ -174,7 +178,7 @@ class Densifier:
         # prune (on the grown set): split parents, transparent, and (later) too large ones
         prune = torch.zeros(m, dtype=torch.bool, device=dev)
         prune[split_ids] = True
-        prune |= self.last_opacity[index] < c.min_opacity
+        prune |= self.max_opacity[index] < c.min_opacity
         if iteration > c.size_prune_after:
             radii = torch.where(fresh, torch.zeros_like(self.max_radii[index]),
                                 self.max_radii[index])
@@ -185,7 +189,6 @@ class Densifier:
         final = index[keep]
         remap_gaussians(model, optimizers, final,
                         {k2: v[keep] for k2, v in new_values.items()}, fresh[keep])
-        self.last_opacity = self.last_opacity[final]
         self.reset(len(final), dev)
         return {"cloned": len(clone_ids), "split": len(split_ids),
                 "pruned": int(prune.sum()) - len(split_ids),
@@ -195,12 +198,5 @@ class Densifier:
         self.grad_accum = torch.zeros(n, device=device)
         self.denom = torch.zeros(n, device=device)
         self.max_radii = torch.zeros(n, device=device)
-
-    @torch.no_grad()
-    def prune_mask(self, model: GaussianHead, optimizers, keep: torch.Tensor) -> None:
-        """Keep only the Gaussians in ``keep`` [N] bool (model, moments and state)."""
-        idx = torch.nonzero(keep).squeeze(1)
-        remap_gaussians(model, optimizers, idx)
-        for name in ("grad_accum", "denom", "max_radii", "last_opacity"):
-            setattr(self, name, getattr(self, name)[idx])
+        self.max_opacity = torch.full((n,), float("nan"), device=device)
 

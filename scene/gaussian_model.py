@@ -13,13 +13,14 @@ and spherical-harmonics colour coefficients.
   coordinates normalised to the head's bounding sphere, view direction from the deformed
   position, principal point as given.
 - ``"release"`` (checkpoints written by the original release; chosen by the loader, never by a
-  flag): exactly the original's math, see :mod:`scene.legacy`.
+  flag): exactly the original's math (the ``release`` branches below, in
+  :mod:`scene.triplane` and in :mod:`utils.graphics_utils`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import geoopt
@@ -60,7 +61,9 @@ class ModelConfig:
     near_plane: float = 0.01
     radius_mode: Literal["gsplat", "inria"] = "gsplat"
     centred_principal_point: bool = False
-    extra: dict = field(default_factory=dict)
+    # the deformation network is trained from this iteration on (--warm_up); a model saved
+    # earlier is rendered without it (the release's checkpoints: always with it)
+    deform_from: int = 0
 
     @classmethod
     def release(cls, exp_dim: int, sh_degree: int, num_derivations: int, triplane_res: int,
@@ -187,6 +190,10 @@ class GaussianHead(nn.Module):
             "trip.shs_dc": list(t.shs_dc_net.parameters()),
             "trip.shs_rest": list(t.shs_rest_net.parameters()),
         }
+
+    def deforms_at(self, iteration: int) -> bool:
+        """Whether the deformation network is in use (trained) at ``iteration``."""
+        return iteration >= self.cfg.deform_from
 
     def sh_degree_at(self, iteration: int) -> int:
         """The active SH degree after ``iteration`` training iterations."""

@@ -51,8 +51,13 @@ def available_iterations(model_path: Path) -> list[int]:
     return sorted(its)
 
 
+def _complete(model_path: Path, it: int) -> bool:
+    return all(_component(model_path, comp, it).is_file() for comp in COMPONENTS)
+
+
 def resolve_iteration(model_path: Path, iteration: int = -1) -> int:
-    """The requested iteration, or the latest saved one for -1; checks every component."""
+    """The requested iteration, or for -1 the latest one saved whole (a save cut short by a
+    crash leaves an incomplete iteration, which is passed over); checks every component."""
     model_path = Path(model_path)
     its = available_iterations(model_path)
     if not its:
@@ -60,7 +65,11 @@ def resolve_iteration(model_path: Path, iteration: int = -1) -> int:
             f"{model_path / 'point_cloud'} holds no iteration_N/point_cloud.ply. Fix: pass -m "
             "with a trained run folder (train.py writes them at --save_iterations)."
         )
-    it = its[-1] if iteration == -1 else iteration
+    if iteration == -1:
+        complete = [i for i in its if _complete(model_path, i)]
+        it = complete[-1] if complete else its[-1]
+    else:
+        it = iteration
     if it not in its:
         raise CheckpointError(f"{model_path} has no saved iteration {it}; saved: "
                               f"{', '.join(map(str, its))}. Fix: pass one of them to --iteration.")
@@ -160,11 +169,12 @@ def write_meta(model_path: Path, cfg: ModelConfig) -> None:
 
 def save_model(model_path: Path, model: GaussianHead, iteration: int,
                campos: torch.Tensor | None = None) -> None:
-    """Write one iteration of the model in the release's layout (each file atomically)."""
-    write_gaussian_ply(_component(model_path, "point_cloud", iteration), model, campos)
+    """Write one iteration of the model in the release's layout (each file atomically; the
+    point cloud, which marks an iteration as saved, last)."""
     atomic_torch_save(_cpu(model.deform.state_dict()), _component(model_path, "deform", iteration))
     atomic_torch_save(_cpu(model.triplane.state_dict()), _component(model_path, "trip", iteration))
     atomic_torch_save(_cpu(model.tilted_state_dict()), _component(model_path, "tilted", iteration))
+    write_gaussian_ply(_component(model_path, "point_cloud", iteration), model, campos)
 
 
 def _cpu(sd: dict) -> dict:
@@ -186,6 +196,7 @@ def read_config(model_path: Path, it: int, sh_degree: int) -> ModelConfig:
             raise CheckpointError(f"{meta_path} cannot be used ({err}). Fix: restore it from "
                                   "the run (delete it only for a run of the original release)."
                                   ) from None
+    _refuse_our_run_without_meta(Path(model_path), meta_path)
     trip = _torch_load(_component(model_path, "trip", it))
     tilted = _torch_load(_component(model_path, "tilted", it))
     deform = _torch_load(_component(model_path, "deform", it))
@@ -205,6 +216,27 @@ def read_config(model_path: Path, it: int, sh_degree: int) -> ModelConfig:
     return ModelConfig.release(exp_dim=exp_dim, sh_degree=sh_degree, num_derivations=k,
                                triplane_res=plane.shape[-1], triplane_channels=plane.shape[1],
                                triplane_levels=levels)
+
+
+# cfg_args keys that only runs of this project write
+_OUR_CFG_KEYS = ("num_derivations", "backend", "perceptual_loss", "test_frames")
+
+
+def _refuse_our_run_without_meta(model_path: Path, meta_path: Path) -> None:
+    """A run of ours that lost model_meta.json must not be rendered with the release's math."""
+    cfg = model_path / "cfg_args"
+    if not cfg.is_file():
+        return
+    from arguments import read_cfg_args
+
+    ours = [k for k in _OUR_CFG_KEYS if k in read_cfg_args(model_path)]
+    if ours:
+        raise CheckpointError(
+            f"{meta_path} is missing, but {cfg} was written by this project's train.py (it has "
+            f"{', '.join(ours)}); without the file the run would be taken for one of the "
+            "original release and rendered with its math. Fix: restore model_meta.json (train.py "
+            "writes it when a run starts; the run's checkpoint.pt holds the same configuration "
+            "under 'model_config').")
 
 
 def load_model(model_path: str | Path, iteration: int = -1, sh_degree: int = 3,

@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +35,7 @@ from scene.gaussian_model import SH_DEGREE_INTERVAL, GaussianHead, ModelConfig
 from scene.model_io import save_model, write_meta
 from utils.errors import CheckpointError, OptionError, TrainingDiverged
 from utils.general_utils import configure_precision, expon_lr, resolve_device, seed_everything
+from utils.graphics_utils import bounding_sphere
 from utils.io_utils import atomic_torch_save, atomic_write_json
 from utils.loss_utils import l1_loss, make_perceptual_loss, ssim
 from utils.metrics_utils import image_metrics, make_lpips, mean_metrics
@@ -66,14 +69,17 @@ class CameraSampler:
 class Trainer:
     def __init__(self, data: ModelParams, opt: OptimizationParams, pipe: PipelineParams, *,
                  test_iterations: list[int], save_iterations: list[int], seed: int = 0,
-                 quiet: bool = False, resume: bool = False, novel_view: bool = False,
+                 quiet: bool = False, resume: bool = False, tensorboard: bool = True,
                  log=print):
         self.data, self.opt, self.pipe = data, opt, pipe
-        self.test_iterations = sorted(set(test_iterations))
+        self.schedule = {"test_iterations": list(test_iterations),
+                         "save_iterations": list(save_iterations)}  # as asked, for --resume
+        # with --eval the last iteration is always evaluated, as it is always saved
+        self.test_iterations = sorted(set(test_iterations) | ({opt.iterations} if data.eval
+                                                              else set()))
         self.save_iterations = sorted(set(save_iterations) | {opt.iterations})
         self.seed = seed
         self.quiet = quiet
-        self.novel_view = novel_view
         self.log = log
         self.device = resolve_device(pipe.device)
         self.backend = resolve_backend(pipe.backend, self.device)
@@ -103,26 +109,30 @@ class Trainer:
         self.model_path = Path(data.model_path or Path("output") / uuid.uuid4().hex[:10])
         ckpt = None
         if resume:
-            ckpt = self._read_checkpoint()
+            ckpt = read_checkpoint(self.model_path)
         elif (self.model_path / CHECKPOINT).exists():
             raise OptionError(f"{self.model_path} already holds a run ({CHECKPOINT}). Fix: pass "
                               "--resume to continue it, or another -m for a new run.")
 
         # 2. model, optimizers, densification
-        cfg = ModelConfig(
-            exp_dim=self.scene.exp_dim, sh_degree=data.sh_degree,
-            num_derivations=data.num_derivations, triplane_res=data.triplane_res,
-            triplane_channels=data.triplane_channels, center=tuple(map(float, self.scene.center)),
-            radius=float(self.scene.radius),
-        )
-        if ckpt is not None:
+        init_note = None
+        if ckpt is None:
+            xyz, init_note = self.scene.initial_points(data.init_points, seed)
+            # tri-plane coordinates are normalised to the head's bounding sphere (from the
+            # initial points) so that the planes' resolution covers the head
+            center, radius = bounding_sphere(xyz)
+            cfg = ModelConfig(
+                exp_dim=self.scene.exp_dim, sh_degree=data.sh_degree,
+                num_derivations=data.num_derivations, triplane_res=data.triplane_res,
+                triplane_channels=data.triplane_channels, center=center, radius=radius,
+                deform_from=opt.warm_up,
+            )
+        else:
             cfg = ModelConfig.from_dict(ckpt["model_config"])
         self.cfg = cfg
         self.model = GaussianHead(cfg).to(self.device)
         self.model.autocast_dtype = self.autocast_dtype
-        init_note = None
         if ckpt is None:
-            xyz, init_note = self.scene.initial_points(data.init_points, seed)
             gen = torch.Generator().manual_seed(seed)
             self.model.init_from_points(xyz, gen)
             self.init_xyz = xyz
@@ -156,7 +166,7 @@ class Trainer:
                  f"{self.backend}; {self.model.num_gaussians} Gaussians"
                  + (f" ({init_note})" if init_note else ""))
         self.log(f"[run] VGG perceptual loss {self.vgg_note}; {self.lpips_note}")
-        self.tb = _tensorboard(self.model_path) if not quiet else None
+        self.tb = _tensorboard(self.model_path) if tensorboard else None
 
     # ------------------------------------------------------------------ setup helpers
     def cfg_args(self) -> dict:
@@ -182,9 +192,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ one iteration
     def render_camera(self, cam: Camera, iteration: int) -> RenderOutput:
-        deform = iteration >= self.opt.warm_up
         _, _, campos, exp = cam.tensors(self.device, self.cfg.centred_principal_point)
-        g = self.model.derive(exp, campos, deform=deform)
+        g = self.model.derive(exp, campos, deform=self.model.deforms_at(iteration))
         return render(g, cam, self.background, self.cfg, self.model.active_sh_degree,
                       self.backend)
 
@@ -206,6 +215,11 @@ class Trainer:
             weights["vgg"] = o.lambda_vgg
         loss = sum(weights[k] * v for k, v in terms.items())
         terms["total"] = loss
+        # Stop before a non-finite loss reaches the parameters. On the CPU the check is free; on
+        # CUDA it would stall the queue, so it runs every 10 iterations (non-finite sample
+        # coordinates are made harmless in the tri-plane meanwhile).
+        if (self.device.type == "cpu" or iteration % 10 == 0) and not torch.isfinite(loss):
+            self._diverged(iteration)
         loss.backward()
 
         with torch.no_grad():
@@ -238,7 +252,7 @@ class Trainer:
         final_metrics: dict = {}
         iteration = self.start_iteration - 1
         t0 = time.time()
-        try:
+        with DeferredInterrupt(self.log) as interrupt:
             for iteration in bar:
                 terms, out = self.step(iteration)
                 if iteration % 10 == 0 or iteration == last:
@@ -249,7 +263,7 @@ class Trainer:
                     ema = values["total"] if ema is None else 0.4 * values["total"] + 0.6 * ema
                     bar.set_postfix({"loss": f"{ema:.4f}", **{k: f"{v:.4f}" for k, v in
                                      values.items() if k != "total"},
-                                     "N": self.model.num_gaussians})
+                                     "N": str(self.model.num_gaussians)})
                     if self.tb:
                         for k, v in values.items():
                             self.tb.add_scalar(f"train/{k}", v, iteration)
@@ -259,11 +273,13 @@ class Trainer:
                     final_metrics = self.evaluate(iteration)
                 if iteration in self.save_iterations:
                     self.save(iteration)
-        except KeyboardInterrupt:
-            bar.close()
-            self.log(f"\n[run] interrupted at iteration {iteration}; saving a checkpoint")
-            self.save(iteration, checkpoint_only=True)
-            raise
+                if interrupt.requested:
+                    bar.close()
+                    self.save(iteration, checkpoint_only=True)
+                    self.log(f"[run] stopped after iteration {iteration}; checkpoint saved to "
+                             f"{self.model_path / CHECKPOINT}. Continue with: python train.py "
+                             f"-m {self.model_path} --resume")
+                    raise KeyboardInterrupt
         bar.close()
         self.log(f"[run] trained {last - self.start_iteration + 1} iterations in "
                  f"{time.time() - t0:.1f} s; {self.model.num_gaussians} Gaussians")
@@ -284,7 +300,7 @@ class Trainer:
     def evaluate(self, iteration: int) -> dict:
         rows = []
         for k, cam in enumerate(self.scene.test_cameras):
-            out = self.render_camera(cam, max(iteration, self.opt.warm_up))
+            out = self.render_camera(cam, iteration)
             img = out.image.clamp(0, 1)
             gt = self.scene.gt(cam, self.device)
             rows.append(image_metrics(img, gt, self.lpips_fn))
@@ -323,7 +339,7 @@ class Trainer:
             "format": "gaussianhead-open-checkpoint", "version": CHECKPOINT_VERSION,
             "iteration": iteration,
             "data": self.data.to_dict(), "optimization": self.opt.to_dict(),
-            "pipeline": self.pipe.to_dict(), "seed": self.seed,
+            "pipeline": self.pipe.to_dict(), "seed": self.seed, **self.schedule,
             "model_config": self.cfg.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "active_sh_degree": self.model.active_sh_degree,
@@ -337,19 +353,6 @@ class Trainer:
             },
             "last_saved": self.last_saved,
         }
-
-    def _read_checkpoint(self) -> dict:
-        path = self.model_path / CHECKPOINT
-        if not path.is_file():
-            raise CheckpointError(f"--resume: {path} not found. Fix: pass -m with the folder of "
-                                  "a run started by this train.py, or drop --resume.")
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise CheckpointError(f"{path} cannot be read ({err}). Fix: start a new run.") from None
-        if ckpt.get("format") != "gaussianhead-open-checkpoint":
-            raise CheckpointError(f"{path} is not a training checkpoint of this project.")
-        return ckpt
 
     def _restore(self, ckpt: dict) -> None:
         sd = ckpt["model"]
@@ -379,6 +382,32 @@ class Trainer:
         self.last_saved = ckpt["iteration"]
         self.log(f"[run] resumed from {self.model_path / CHECKPOINT} at iteration "
                  f"{ckpt['iteration']} ({n} Gaussians)")
+
+
+class DeferredInterrupt:
+    """Ctrl-C during training: the first one lets the current iteration finish (so that the
+    checkpoint holds a consistent state), the second stops at once (no checkpoint)."""
+
+    def __init__(self, log=print):
+        self.log = log
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> DeferredInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("\n[run] Ctrl-C: finishing this iteration, then saving a checkpoint "
+                 "(Ctrl-C again to stop without one)")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False):
@@ -448,8 +477,8 @@ def _write_input_ply(path: Path, xyz: np.ndarray) -> None:
 
 
 
-def read_checkpoint_options(model_path: str | Path) -> dict:
-    """The options a run was started with, from its checkpoint.pt (for --resume)."""
+def read_checkpoint(model_path: str | Path) -> dict:
+    """A run's ``checkpoint.pt``, checked to be one of ours."""
     path = Path(model_path) / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"--resume: {path} not found. Fix: pass -m with the folder of a "
@@ -458,4 +487,14 @@ def read_checkpoint_options(model_path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise CheckpointError(f"{path} cannot be read ({err}). Fix: start a new run.") from None
-    return {**ckpt["data"], **ckpt["optimization"], **ckpt["pipeline"], "seed": ckpt["seed"]}
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "gaussianhead-open-checkpoint":
+        raise CheckpointError(f"{path} is not a training checkpoint of this project.")
+    return ckpt
+
+
+def read_checkpoint_options(model_path: str | Path) -> dict:
+    """The options a run was started with, from its checkpoint.pt (for --resume)."""
+    ckpt = read_checkpoint(model_path)
+    schedule = {k: ckpt[k] for k in ("test_iterations", "save_iterations") if k in ckpt}
+    return {**ckpt["data"], **ckpt["optimization"], **ckpt["pipeline"], "seed": ckpt["seed"],
+            **schedule}

@@ -96,9 +96,9 @@ def test_densify_and_prune_invariants(case):
         big = torch.exp(m.scaling.detach()).amax(1) > 0.01
     d.grad_accum[sel] = 1.0
     d.denom[:] = 1.0
-    d.last_opacity[:] = 0.5
+    d.max_opacity[:] = 0.5
     if case in ("prune_opacity", "mixed"):
-        d.last_opacity[1::4] = 0.001
+        d.max_opacity[1::4] = 0.001
         if case == "prune_opacity":
             d.grad_accum[:] = 0.0
     tau_before = m.derivations.detach().clone()
@@ -158,3 +158,23 @@ def test_schedule_matches_the_release():
     d = Densifier(DensifyConfig(), 1, torch.device("cpu"))
     assert not d.due(500) and d.due(600) and d.due(14_900) and not d.due(15_000)
     assert not d.due(650)
+
+
+def test_opacity_pruning_needs_transparency_in_every_frame_seen():
+    """A Gaussian transparent in the last frame but opaque in an earlier one (an inner mouth,
+    shown only when it opens) survives; one transparent in every frame is pruned."""
+    m, opts = _setup(n=8)
+    d = Densifier(DensifyConfig(grad_threshold=1e9), m.num_gaussians, m.xyz.device)
+    d.reset(m.num_gaussians, m.xyz.device)
+    radii = torch.ones(8)
+    first = torch.full((8,), 0.5)
+    first[[2, 5]] = 0.001
+    last = torch.full((8,), 0.5)
+    last[[2, 3]] = 0.001
+    d.observe(None, radii, first, 64, 64)
+    d.observe(None, radii, last, 64, 64)
+    kept_xyz = m.xyz.detach()[[0, 1, 3, 4, 5, 6, 7]].clone()
+    stats = d.densify_and_prune(m, opts, extent=1.0, iteration=600)
+    assert stats["pruned"] == 1 and m.num_gaussians == 7
+    torch.testing.assert_close(m.xyz.detach(), kept_xyz)
+    _check_invariants(m, opts, d)

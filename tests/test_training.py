@@ -4,7 +4,9 @@ cross-reenactment), and compute metrics."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +147,65 @@ def test_cross_reenactment(run, tmp_path):
                         "--skip_train", "--skip_test", "--driving", str(bad)], cwd=REPO,
                        capture_output=True, text=True)
     assert r.returncode == 2 and "10 values" in r.stderr and "46" in r.stderr
+
+
+def test_ctrl_c_saves_a_consistent_checkpoint_and_resume_matches(run, dataset, tmp_path,
+                                                                 monkeypatch):
+    """Ctrl-C lands inside an iteration; the run finishes that iteration, checkpoints it, and
+    --resume then reaches exactly what the uninterrupted run reached."""
+    out, trainer = run
+    from scene.trainer import Trainer
+
+    step = Trainer.step
+
+    def step_with_ctrl_c(self, iteration):
+        if iteration == 40:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-iteration
+        return step(self, iteration)
+
+    part = tmp_path / "interrupted"
+    args = ["-s", str(dataset), "-m", str(part), "--eval", "--iterations", str(ITERS),
+            "--test_iterations", "150", str(ITERS), "--save_iterations", "150", str(ITERS),
+            *COMMON]
+    monkeypatch.setattr(Trainer, "step", step_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(args)
+    monkeypatch.setattr(Trainer, "step", step)
+    ckpt = torch.load(part / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert ckpt["iteration"] == 40
+    resumed = train.train(["-m", str(part), "--resume", "--quiet"])
+    assert resumed.start_iteration == 41
+    assert resumed.model.num_gaussians == trainer.model.num_gaussians
+    torch.testing.assert_close(resumed.model.xyz.detach(), trainer.model.xyz.detach())
+    full = json.loads((out / "eval_log.json").read_text())
+    again = json.loads((part / "eval_log.json").read_text())
+    assert [e["psnr"] for e in again] == pytest.approx([e["psnr"] for e in full], abs=1e-4)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(dataset, tmp_path):
+    out = tmp_path / "nan"
+    r = subprocess.run([sys.executable, "train.py", "-s", str(dataset), "-m", str(out),
+                        "--iterations", "20", "--lambda_dssim", "nan", *COMMON],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "non-finite by iteration 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_short_run_is_evaluated_and_rendered_without_untrained_deformation(dataset, tmp_path):
+    out = tmp_path / "short"
+    t = train.train(["-s", str(dataset), "-m", str(out), "--eval", "--iterations", "30",
+                     *COMMON])  # --warm_up 150 in COMMON: the deformation is never trained
+    log = json.loads((out / "eval_log.json").read_text())
+    assert [e["iteration"] for e in log] == [30]  # the last iteration is always evaluated
+    assert not t.model.deforms_at(30) and t.model.deforms_at(150)
+    r = _render(["-m", str(out), "--skip_train", "--quiet", "--no_video", "--device", "cpu"])
+    assert "rendering the canonical head" in r.stdout
+
+
+def test_without_m_a_fresh_run_folder_is_made_under_output(dataset, tmp_path):
+    r = subprocess.run([sys.executable, str(REPO / "train.py"), "-s", str(dataset),
+                        "--iterations", "2", *COMMON], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    runs = list((tmp_path / "output").iterdir())
+    assert len(runs) == 1 and (runs[0] / "point_cloud" / "iteration_2").is_dir()

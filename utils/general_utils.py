@@ -8,8 +8,7 @@ import random
 import torch
 
 
-def expon_lr(lr_init: float, lr_final: float, max_steps: int, delay_steps: int = 0,
-             delay_mult: float = 1.0):
+def expon_lr(lr_init: float, lr_final: float, max_steps: int):
     """Log-linear decay from ``lr_init`` (step 0) to ``lr_final`` (step >= max_steps), as 3DGS.
 
     ``lr_final`` must be positive: the release decayed the derivation rate "to 0", which made
@@ -19,13 +18,8 @@ def expon_lr(lr_init: float, lr_final: float, max_steps: int, delay_steps: int =
         raise ValueError(f"learning rates must be positive, got {lr_init} -> {lr_final}")
 
     def schedule(step: int) -> float:
-        if delay_steps > 0:
-            t_d = min(max(step / delay_steps, 0.0), 1.0)
-            delay = delay_mult + (1 - delay_mult) * math.sin(0.5 * math.pi * t_d)
-        else:
-            delay = 1.0
         t = min(max(step / max_steps, 0.0), 1.0)
-        return delay * math.exp(math.log(lr_init) * (1 - t) + math.log(lr_final) * t)
+        return math.exp(math.log(lr_init) * (1 - t) + math.log(lr_final) * t)
 
     return schedule
 

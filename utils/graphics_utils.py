@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -59,3 +60,15 @@ def random_unit_quaternions(shape: tuple[int, ...], generator: torch.Generator |
     """Quaternions uniform on the unit 3-sphere (hence uniform rotations). -> [*shape, 4]"""
     q = torch.randn(*shape, 4, generator=generator)
     return torch.nn.functional.normalize(q, dim=-1).to(device)
+
+
+def bounding_sphere(xyz: np.ndarray, margin: float = 1.1) -> tuple[tuple[float, float, float],
+                                                                   float]:
+    """Centre (of the bounding box) and radius (largest distance from it, times ``margin``)
+    of points [N, 3]; any rotation about the centre keeps the points inside the sphere."""
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    if len(xyz) == 0:
+        return (0.0, 0.0, 0.0), 1.0
+    centre = (xyz.min(0) + xyz.max(0)) / 2
+    radius = float(np.linalg.norm(xyz - centre, axis=1).max()) * margin
+    return tuple(float(c) for c in centre), max(radius, 1e-6)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +90,5 @@ def make_perceptual_loss(weight: float, device: torch.device
     if path is None:
         reason = (f"off: VGG16 weights not found at {os.path.join(torch.hub.get_dir(), 'checkpoints', VGG16_FILE)} "  # noqa: E501
                   "(download them once with torchvision.models.vgg16(weights='IMAGENET1K_V1'))")
-        warnings.warn(f"VGG perceptual loss {reason}; training without it", stacklevel=2)
         return None, reason
     return VGGPerceptualLoss(path).to(device), f"on ({path})"

@@ -46,8 +46,3 @@ def eval_sh_colors(degree: int, sh: torch.Tensor, dirs: torch.Tensor) -> torch.T
     basis = sh_basis(degree, dirs)  # [N, n_coef]
     rgb = (basis.unsqueeze(-1) * sh[:, :n_coef]).sum(dim=1)
     return torch.clamp_min(rgb + 0.5, 0.0)
-
-
-def rgb_to_sh0(rgb: torch.Tensor) -> torch.Tensor:
-    """The degree-0 coefficient that gives colour ``rgb``."""
-    return (rgb - 0.5) / C0
