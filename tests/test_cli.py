@@ -78,3 +78,16 @@ def test_cfg_args_round_trip_and_are_never_evaluated(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable cfg_args"):
         read_cfg_args(tmp_path)
     assert not marker.exists()
+
+
+def test_lpips_without_cached_weights_says_what_is_missing(tmp_path, monkeypatch):
+    import torch
+
+    from utils.metrics_utils import make_lpips
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    fn, note = make_lpips(torch.device("cpu"))
+    assert fn is None
+    assert "vgg16-397923af.pth or alexnet-owt-7be5be79.pth" in note and str(tmp_path) in note
+    fn, note = make_lpips(torch.device("cpu"), "alex")
+    assert fn is None and "vgg16" not in note

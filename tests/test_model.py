@@ -146,6 +146,13 @@ def test_our_model_round_trips_and_is_not_mistaken_for_a_release(tmp_path):
     (tmp_path / "model_meta.json").unlink()
     legacy, _ = load_model(tmp_path)
     assert legacy.cfg.semantics == "release" and legacy.cfg.centred_principal_point
+    # ... unless cfg_args says that our train.py wrote the run: then it is refused
+    from arguments import write_cfg_args
+    from utils.errors import CheckpointError
+
+    write_cfg_args(tmp_path, {"source_path": "/d", "num_derivations": 4, "backend": "auto"})
+    with pytest.raises(CheckpointError, match="model_meta.json is missing"):
+        load_model(tmp_path)
 
 
 @needs_fixture
@@ -166,6 +173,11 @@ def test_missing_component_is_a_clear_error(tmp_path):
         load_model(tmp_path)
     with pytest.raises(CheckpointError, match="no saved iteration 9"):
         load_model(tmp_path, iteration=9)
+    # a save cut short at iteration 3 leaves iteration 2 the latest whole one
+    save_model(tmp_path, m, 2)
+    assert load_model(tmp_path)[1] == 2
+    with pytest.raises(CheckpointError, match="trip.pth is missing"):
+        load_model(tmp_path, iteration=3)
 
 
 def test_batched_frames_match_single_frames():
