@@ -292,9 +292,17 @@ def outside_gpu(t: Trainer, start: int, n: int = 20) -> dict:
             t.step(it)
         _sync(t.device)
         wall = time.perf_counter() - t0
-    busy = sum(e.self_device_time_total for e in prof.key_averages()) / 1e6
+    events = prof.key_averages()
+    busy = sum(e.self_device_time_total for e in events) / 1e6
+    # where the host time goes: the operators with the most self CPU time, and kernel counts
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:25]
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
+                                                       "cudaLaunchKernelExC"))
     return {"wall_ms_per_it": 1000 * wall / n, "gpu_busy_ms_per_it": 1000 * busy / n,
-            "outside_gpu_ms_per_it": 1000 * max(0.0, wall - busy) / n}
+            "outside_gpu_ms_per_it": 1000 * max(0.0, wall - busy) / n,
+            "kernel_launches_per_it": launches / n,
+            "top_host_ops_ms_per_it": {e.key: round(e.self_cpu_time_total / 1000 / n, 3)
+                                       for e in top}}
 
 
 # ---------------------------------------------------------------------------------- main
