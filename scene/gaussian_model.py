@@ -20,10 +20,10 @@ and spherical-harmonics colour coefficients.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-import geoopt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,10 @@ from utils.graphics_utils import (
     quat_to_rotmat,
     random_unit_quaternions,
 )
+
+with warnings.catch_warnings():  # geoopt 0.5 calls the deprecated torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    import geoopt
 
 PER_GAUSSIAN = ("xyz", "scaling", "rotation", "derivations")
 SH_DEGREE_INTERVAL = 1000  # the active SH degree rises by one every this many iterations

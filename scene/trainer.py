@@ -19,9 +19,9 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from pathlib import Path
 
-import geoopt
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -39,6 +39,10 @@ from utils.graphics_utils import bounding_sphere
 from utils.io_utils import atomic_torch_save, atomic_write_json
 from utils.loss_utils import l1_loss, make_perceptual_loss, ssim
 from utils.metrics_utils import image_metrics, make_lpips, mean_metrics
+
+with warnings.catch_warnings():  # geoopt 0.5 calls the deprecated torch.jit.script
+    warnings.simplefilter("ignore", FutureWarning)
+    import geoopt
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_VERSION = 1
