@@ -76,8 +76,9 @@ class Trainer:
                  quiet: bool = False, resume: bool = False, tensorboard: bool = True,
                  log=print):
         self.data, self.opt, self.pipe = data, opt, pipe
-        self.schedule = {"test_iterations": list(test_iterations),
-                         "save_iterations": list(save_iterations)}  # as asked, for --resume
+        # as asked (kept in the checkpoint for --resume)
+        self.asked_iterations = {"test_iterations": list(test_iterations),
+                                 "save_iterations": list(save_iterations)}
         # with --eval the last iteration is always evaluated, as it is always saved
         self.test_iterations = sorted(set(test_iterations) | ({opt.iterations} if data.eval
                                                               else set()))
@@ -343,7 +344,7 @@ class Trainer:
             "format": "gaussianhead-open-checkpoint", "version": CHECKPOINT_VERSION,
             "iteration": iteration,
             "data": self.data.to_dict(), "optimization": self.opt.to_dict(),
-            "pipeline": self.pipe.to_dict(), "seed": self.seed, **self.schedule,
+            "pipeline": self.pipe.to_dict(), "seed": self.seed, **self.asked_iterations,
             "model_config": self.cfg.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "active_sh_degree": self.model.active_sh_degree,
