@@ -130,9 +130,9 @@ def head_frame(mean: np.ndarray, layout: FaceLayout) -> tuple[np.ndarray, float,
 # ----------------------------------------------------------------------------- perspective
 
 
-def intrinsics_matrix(focal: float, size: int) -> np.ndarray:
-    """K [3, 3] of a square ``size`` image with the principal point at its centre."""
-    return np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]], np.float64)
+def intrinsics_matrix(focal: float, cx: float, cy: float) -> np.ndarray:
+    """K [3, 3] with square pixels."""
+    return np.array([[focal, 0, cx], [0, focal, cy], [0, 0, 1]], np.float64)
 
 
 def solve_poses(points2d: np.ndarray, model: np.ndarray, k: np.ndarray
@@ -197,10 +197,11 @@ def refine_model(points2d: np.ndarray, model: np.ndarray, k: np.ndarray, rounds:
     return model, np.array(history)
 
 
-def estimate_focal(points2d: np.ndarray, model: np.ndarray, size: int,
+def estimate_focal(points2d: np.ndarray, model: np.ndarray, size: int, cx: float, cy: float,
                    fov_range_deg: tuple[float, float] = (8.0, 60.0), steps: int = 11
                    ) -> tuple[float | None, np.ndarray, np.ndarray]:
-    """Focal length (pixels) that best explains the landmarks of a rigid, turning head.
+    """Focal length (pixels) that best explains the landmarks of a rigid, turning head seen
+    in ``size``-pixel images with the principal point (cx, cy).
 
     For each focal of a grid of fields of view, the rigid model is re-estimated by
     :func:`refine_model` and scored by its mean reprojection error; a parabola in log focal
@@ -212,7 +213,7 @@ def estimate_focal(points2d: np.ndarray, model: np.ndarray, size: int,
     lo, hi = (np.radians(a) for a in fov_range_deg)
     focals = size / 2 / np.tan(np.geomspace(lo, hi, steps) / 2)[::-1]  # increasing
     errors = np.array([
-        refine_model(points2d, model, intrinsics_matrix(fc, size))[1][-1] for fc in focals])
+        refine_model(points2d, model, intrinsics_matrix(fc, cx, cy))[1][-1] for fc in focals])
     j = int(np.argmin(errors))
     if j in (0, len(focals) - 1) or min(errors[0], errors[-1]) < errors[j] * 1.003:
         return None, focals, errors

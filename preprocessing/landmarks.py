@@ -54,6 +54,9 @@ def import_mediapipe() -> ModuleType:
             "MediaPipe 0.10.21 needs protobuf < 5. Fix: run the preprocessing in its own "
             "process: `python tools/preprocess.py INPUT OUT`."
         )
+    # MediaPipe's C++ side logs informational lines to stderr; keep warnings and errors only.
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         mp = importlib.import_module("mediapipe")
         importlib.import_module("mediapipe.python.solutions.face_mesh")
