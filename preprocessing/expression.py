@@ -1,8 +1,9 @@
 """Expression vectors from pose-free landmark motion.
 
-Each frame's landmarks, brought into the head frame by undoing its rigid alignment, differ
-from the clip's mean face only by non-rigid motion (jaw, lips, lids, brows, eyes). The
-principal components of these displacements over the clip form the expression basis; a
+Each frame's landmarks, brought into the head frame by undoing its pose (see
+:func:`preprocessing.geometry.image_residuals`), differ from the clip's mean face only by
+non-rigid motion (jaw, lips, lids, brows, eyes). The principal components of these
+displacements over the clip form the expression basis; a
 frame's expression vector is its coefficients, mapped to a stable range: every coefficient
 is divided by the same scale (six standard deviations of the first, the strongest, component)
 and shifted by 0.5, so the strongest motion spans about [0, 1] and weaker components keep

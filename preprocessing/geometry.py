@@ -223,6 +223,23 @@ def estimate_focal(points2d: np.ndarray, model: np.ndarray, size: int, cx: float
     return float(best), focals, errors
 
 
+def image_residuals(points2d: np.ndarray, model: np.ndarray, rot: np.ndarray,
+                    trans: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Where landmarks [F, N, 2] moved away from their projected rest positions model [N, 3],
+    brought into the head frame: displacements [F, N, 3] in metres.
+
+    Each image displacement is scaled to metres at the depth of its point and rotated from
+    the camera into the head frame, so the same facial motion gives the same vector whatever
+    the pose. The landmarks' own depth is not used: it is the least reliable coordinate.
+    """
+    cam = np.einsum("fij,nj->fni", rot, model) + trans[:, None]  # [F, N, 3]
+    proj = cam @ k.T
+    uv = proj[..., :2] / proj[..., 2:]
+    metres = (points2d - uv) * (cam[..., 2:] / k[0, 0])
+    d_cam = np.concatenate([metres, np.zeros_like(metres[..., :1])], axis=-1)
+    return np.einsum("fji,fnj->fni", rot, d_cam)
+
+
 # ----------------------------------------------------------------------------- smoothing
 
 

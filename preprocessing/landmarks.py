@@ -120,18 +120,25 @@ class FaceTracker:
     """Face mesh in video mode (landmarks are tracked between frames, which steadies them).
 
     Up to two faces are searched so that frames showing several people can be recognised.
+    When tracking finds no face or several, the frame is looked at again from scratch (image
+    mode), since the tracker needs a frame to recover after a sudden change.
     """
 
     def __init__(self, mp: ModuleType, min_confidence: float = 0.5):
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=2, refine_landmarks=True,
-            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+        def mesh(static: bool):
+            return mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=static, max_num_faces=2, refine_landmarks=True,
+                min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+
+        self._video, self._image = mesh(False), mesh(True)
 
     def __call__(self, rgb: np.ndarray) -> Detection:
         """Landmarks of the faces in an RGB uint8 image (H, W, 3)."""
+        rgb = np.ascontiguousarray(rgb)
+        faces = self._video.process(rgb).multi_face_landmarks or []
+        if len(faces) != 1:
+            faces = self._image.process(rgb).multi_face_landmarks or []
         h, w = rgb.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(rgb))
-        faces = result.multi_face_landmarks or []
         out = np.zeros((len(faces), NUM_POINTS, 3))
         for k, face in enumerate(faces):
             xyz = np.array([(p.x, p.y, p.z) for p in face.landmark])
@@ -140,7 +147,8 @@ class FaceTracker:
         return Detection(out)
 
     def close(self) -> None:
-        self._mesh.close()
+        self._video.close()
+        self._image.close()
 
 
 class PersonSegmenter:

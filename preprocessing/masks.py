@@ -93,7 +93,7 @@ def parse(mask: np.ndarray, points2d: np.ndarray, oval: np.ndarray, chin: int, f
     neck_w = float(np.percentile(probe, 10))
     # Walking down from the chin: the silhouette is still the jaw while it is clearly wider
     # than the neck (at most a quarter face below the chin), then the neck until it widens
-    # into the shoulders.
+    # into the shoulders (at most 0.6 face heights below the chin).
     part = LABEL_HEAD
     for v in range(top, h):
         run = runs[v]
@@ -103,7 +103,7 @@ def parse(mask: np.ndarray, points2d: np.ndarray, oval: np.ndarray, chin: int, f
             continue
         if part == LABEL_HEAD and (widths[v] <= 1.25 * neck_w or v > chin_v + 0.25 * face_h):
             part = LABEL_NECK
-        if part == LABEL_NECK and widths[v] > 1.6 * neck_w:
+        if part == LABEL_NECK and (widths[v] > 1.6 * neck_w or v > chin_v + 0.6 * face_h):
             # Seen from the front, the neck runs on below the shoulders' outline down to
             # the collar: keep its last columns for a few more rows.
             last = next(r for r in runs[v - 1::-1] if r is not None)

@@ -329,12 +329,13 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
         keep = np.isfinite(rms)
         kept, rot, trans, rms = kept[keep], rot[keep], trans[keep], rms[keep]
     segs = segments(kept, lm, fh)
-    rot, trans = geo.smooth_poses(rot, trans, segs, _odd(opts.smooth))
-    c2w = geo.camera_to_head_opengl(rot, trans)
+    c2w = geo.camera_to_head_opengl(*geo.smooth_poses(rot, trans, segs, _odd(opts.smooth)))
 
-    # Expressions: pose-free landmark motion in the head frame.
-    s, r, t = geo.similarity_align(mean, lm[kept], weights)
-    faces = metres * (geo.to_canonical(lm[kept], s, r, t) - origin) @ basis
+    # Expressions: landmark motion relative to the perspective projection of the mean face,
+    # in the head frame (the landmarks' own depth, which shifts as the head turns, is unused),
+    # against each frame's own (unsmoothed) pose so that pose jitter does not leak in.
+    rest = geo.triangulate(lm[kept][:, :, :2], rot, trans, k_mat)  # [N, 3] mean face
+    faces = rest + geo.image_residuals(lm[kept][:, :, :2], rest, rot, trans, k_mat)
     exp = fit_basis(faces, opts.exp_dim).encode(faces)
 
     rel = rms / np.maximum(face_heights(lm[kept], layout), 1.0)
