@@ -348,4 +348,6 @@ def test_preprocessed_video_trains_as_well_as_the_exact_dataset(mediapipe, tmp_p
         psnr[name] = json.loads((run / "eval_log.json").read_text())[-1]["psnr"]
     print(f"test PSNR: exact dataset {psnr['exact']:.2f} dB, preprocessed video "
           f"{psnr['preprocessed']:.2f} dB")
-    assert psnr["preprocessed"] >= psnr["exact"] - 2.0
+    # the preprocessed frames are area-downsampled from 128 px, a little smoother than the
+    # generator's 64 px renders, so they may score somewhat higher
+    assert abs(psnr["preprocessed"] - psnr["exact"]) <= 2.0
