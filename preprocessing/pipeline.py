@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -114,7 +114,21 @@ class Tracked:
     landmarks: np.ndarray
     width: int
     height: int
-    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class HeadFit:
+    """Intrinsics (output pixels) and, per kept frame, pose and expression."""
+
+    focal: float
+    focal_info: dict
+    cx: float
+    cy: float
+    kept: np.ndarray  # [K] source frame indices
+    c2w: np.ndarray  # [K, 4, 4] camera-to-head, OpenGL axes (smoothed)
+    exp: np.ndarray  # [K, E]
+    fit_error: np.ndarray  # [K] RMS reprojection error of the rigid model, pixels
+    segments: list[slice]
 
 
 # ----------------------------------------------------------------------------- output folder
@@ -271,34 +285,79 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
         tracked = track(source, tracker, opts.quiet)
     finally:
         tracker.close()
-    status, lm = tracked.status, tracked.landmarks
-    n = len(status)
-    if not (status == "ok").any():
+    crop, lm, fh, filled = select_frames(tracked, layout, source, opts)
+    fit = fit_head(tracked, crop, lm, fh, layout, opts)
+
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for sub in ("ori_imgs", "mask", "parsing"):
+            (tmp / sub).mkdir(parents=True)
+        segmenter = PersonSegmenter(mp)
+        try:
+            _write_frames(source, fit.kept, lm, crop, layout, segmenter, tmp, opts)
+        finally:
+            segmenter.close()
+        transforms = {
+            "h": opts.size, "w": opts.size, "fx": fit.focal, "fy": fit.focal,
+            "cx": fit.cx, "cy": fit.cy,
+            "frames": [{"img_id": j, "aud_id": int(i), "transform_matrix": fit.c2w[j].tolist(),
+                        "exp_ori": fit.exp[j].round(6).tolist()}
+                       for j, i in enumerate(fit.kept)],
+        }
+        (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
+        rel = fit.fit_error / np.maximum(face_heights(lm[fit.kept], layout), 1.0)
+        report = _report(source, opts, tracked, filled, crop, fit, rel, time.time() - t_start)
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1))
+        _publish(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def select_frames(tracked: Tracked, layout: FaceLayout, source: FrameSource,
+                  opts: PreprocessOptions) -> tuple[Crop, np.ndarray, float, list[int]]:
+    """Choose the crop and which frames to keep, fill or drop (updates tracked.status).
+
+    Returns the crop, the landmarks [F, N, 3] in output pixels (interpolated where filled),
+    the median face height (output pixels) and the filled frames. Raises InputError when too
+    few frames are usable.
+    """
+    status, n = tracked.status, len(tracked.status)
+    ok = status == "ok"
+    if not ok.any():
         raise InputError(
             f"no single face was found in any of the {n} frames of {source.path} "
             f"({_count_reasons(status)}). Fix: use a clip where one face is clearly visible "
             "(frontal or turned less than about 60 degrees, at least ~100 pixels high).")
-
-    ok = status == "ok"
-    crop = choose_crop(lm[ok], layout, tracked.width, tracked.height, opts.size,
+    crop = choose_crop(tracked.landmarks[ok], layout, tracked.width, tracked.height, opts.size,
                        opts.crop_scale)
-    lm = crop.to_output(lm)
+    lm = crop.to_output(tracked.landmarks)
     inside = np.all((lm[:, :, :2] >= 0) & (lm[:, :, :2] <= opts.size), axis=(1, 2))
     status[ok & ~inside] = "outside_crop"
     fh = float(np.nanmedian(face_heights(lm, layout)))
     mark_failed_tracks(status, lm, fh)
     filled = fill_gaps(status, lm, fh, opts.max_gap)
-    kept = np.flatnonzero((status == "ok") | (status == "interpolated"))
+    usable = np.isin(status, ["ok", "interpolated"])
     need = max(2, math.ceil(opts.min_kept * n))
-    if len(kept) < need:
+    if usable.sum() < need:
+        failed = [source.describe(i) for i in np.flatnonzero(~usable)]
         raise InputError(
-            f"only {len(kept)} of the {n} frames of {source.path} can be used (need {need}): "
-            f"{_count_reasons(status)}; first failed frames: "
-            f"{first_few([source.describe(i) for i in np.flatnonzero(~np.isin(status, ['ok', 'interpolated']))], 3)}. "  # noqa: E501
-            "Fix: trim the clip to the part where one face is visible, raise --max_gap to fill "
-            "longer gaps, or lower --min_kept.")
+            f"only {usable.sum()} of the {n} frames of {source.path} can be used (need {need}): "
+            f"{_count_reasons(status)}; first failed frames: {first_few(failed, 3)}. Fix: trim "
+            "the clip to the part where one face is visible, raise --max_gap to fill longer "
+            "gaps, or lower --min_kept.")
+    return crop, lm, fh, filled
 
-    # Rigid face model, focal length and poses.
+
+def fit_head(tracked: Tracked, crop: Crop, lm: np.ndarray, fh: float, layout: FaceLayout,
+             opts: PreprocessOptions) -> HeadFit:
+    """Rigid face model, focal length, smoothed poses and expressions of the kept frames.
+
+    The model is fitted on the tracked frames only; the interpolated ones just get a pose.
+    """
+    status = tracked.status
     fit = np.flatnonzero(status == "ok")
     mean, _, _, _, weights = geo.generalized_procrustes(lm[fit], layout.rigid_prior)
     basis, metres, origin = geo.head_frame(mean, layout)
@@ -308,21 +367,10 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
     cy = (tracked.height / 2 - crop.y0) * crop.scale
     sample = fit[np.unique(np.linspace(0, len(fit) - 1, min(FOCAL_SAMPLES, len(fit))).astype(int))]
     pts = lm[:, rigid, :2]
-    focal_info: dict = {}
-    if opts.focal is not None:
-        focal, focal_info["how"] = opts.focal * crop.scale, "given (--focal)"
-    else:
-        focal, grid, errs = geo.estimate_focal(pts[sample], model[rigid], opts.size, cx, cy)
-        focal_info.update(grid_pixels=grid.round(2).tolist(), grid_errors=errs.round(5).tolist())
-        if focal is None:
-            focal = max(tracked.width, tracked.height) / 2 / math.tan(
-                math.radians(DEFAULT_FOV_DEG) / 2) * crop.scale
-            focal_info["how"] = (f"default ({DEFAULT_FOV_DEG:g} degrees across the frame): the "
-                                 "head turns too little to measure it; pass --focal if known")
-        else:
-            focal_info["how"] = "estimated from the landmarks"
+    focal, info = _focal(pts[sample], model[rigid], tracked, crop, cx, cy, opts)
     k_mat = geo.intrinsics_matrix(focal, cx, cy)
     rigid_model, _ = geo.refine_model(pts[sample], model[rigid], k_mat)
+    kept = np.flatnonzero(np.isin(status, ["ok", "interpolated"]))
     rot, trans, rms = geo.solve_poses(pts[kept], rigid_model, k_mat)
     if not np.isfinite(rms).all():  # no pose at all: drop those frames
         status[kept[~np.isfinite(rms)]] = "failed_track"
@@ -337,35 +385,23 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
     rest = geo.triangulate(lm[kept][:, :, :2], rot, trans, k_mat)  # [N, 3] mean face
     faces = rest + geo.image_residuals(lm[kept][:, :, :2], rest, rot, trans, k_mat)
     exp = fit_basis(faces, opts.exp_dim).encode(faces)
+    return HeadFit(focal=float(focal), focal_info=info, cx=float(cx), cy=float(cy), kept=kept,
+                   c2w=c2w, exp=exp, fit_error=rms, segments=segs)
 
-    rel = rms / np.maximum(face_heights(lm[kept], layout), 1.0)
-    confidence = np.exp(-rel / 0.02)
 
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        for sub in ("ori_imgs", "mask", "parsing"):
-            (tmp / sub).mkdir(parents=True)
-        segmenter = PersonSegmenter(mp)
-        try:
-            _write_frames(source, kept, lm, crop, layout, segmenter, tmp, opts)
-        finally:
-            segmenter.close()
-        transforms = {
-            "h": opts.size, "w": opts.size, "fx": float(focal), "fy": float(focal),
-            "cx": float(cx), "cy": float(cy),
-            "frames": [{"img_id": j, "aud_id": int(i), "transform_matrix": c2w[j].tolist(),
-                        "exp_ori": exp[j].round(6).tolist()} for j, i in enumerate(kept)],
-        }
-        (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
-        report = _report(source, opts, status, kept, filled, crop, tracked, focal, focal_info,
-                         rms, rel, confidence, segs, time.time() - t_start)
-        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1))
-        _publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return report
+def _focal(pts: np.ndarray, model: np.ndarray, tracked: Tracked, crop: Crop, cx: float,
+           cy: float, opts: PreprocessOptions) -> tuple[float, dict]:
+    """The focal length in output pixels, and how it was found (for the report)."""
+    if opts.focal is not None:
+        return opts.focal * crop.scale, {"how": "given (--focal)"}
+    focal, grid, errs = geo.estimate_focal(pts, model, opts.size, cx, cy)
+    info = {"grid_pixels": grid.round(2).tolist(), "grid_errors": errs.round(5).tolist()}
+    if focal is not None:
+        return focal, {"how": "estimated from the landmarks", **info}
+    focal = max(tracked.width, tracked.height) / 2 / math.tan(
+        math.radians(DEFAULT_FOV_DEG) / 2) * crop.scale
+    return focal, {"how": f"default ({DEFAULT_FOV_DEG:g} degrees across the frame): the head "
+                          "turns too little to measure it; pass --focal if known", **info}
 
 
 def _odd(window: int) -> int:
@@ -422,25 +458,27 @@ def _stats(x: np.ndarray) -> dict:
             "max": float(np.max(x))}
 
 
-def _report(source, opts, status, kept, filled, crop, tracked, focal, focal_info, rms, rel,
-            confidence, segs, seconds) -> dict:
+def _report(source: FrameSource, opts: PreprocessOptions, tracked: Tracked, filled: list[int],
+            crop: Crop, fit: HeadFit, rel: np.ndarray, seconds: float) -> dict:
+    status = tracked.status
+    confidence = np.exp(-rel / 0.02)
     dropped = {k: np.flatnonzero(status == k).tolist() for k in REASONS}
     return {
         "generator": GENERATOR,
         "version": VERSION,
         "input": str(Path(source.path).resolve()),
         "frames_read": int(len(status)),
-        "frames_kept": int(len(kept)),
+        "frames_kept": int(len(fit.kept)),
         "frames_interpolated": filled,
         "frames_dropped": {k: v for k, v in dropped.items() if v},
         "drop_reasons": REASONS,
         "source_size": [tracked.width, tracked.height],
         "crop": {"x0": crop.x0, "y0": crop.y0, "side": crop.side, "size": crop.size},
-        "focal": {"pixels": float(focal), "source_pixels": float(focal / crop.scale),
-                  **focal_info},
-        "segments": len(segs),
+        "focal": {"pixels": fit.focal, "source_pixels": fit.focal / crop.scale,
+                  **fit.focal_info},
+        "segments": len(fit.segments),
         "tracking": {
-            "fit_error_px": _stats(rms),
+            "fit_error_px": _stats(fit.fit_error),
             "fit_error_face_heights": _stats(rel),
             "confidence_mean": float(confidence.mean()),
             "confidence_min": float(confidence.min()),
@@ -448,8 +486,9 @@ def _report(source, opts, status, kept, filled, crop, tracked, focal, focal_info
                                      "being the RMS reprojection error of the rigid face model",
         },
         "frames": [{"img_id": j, "source_frame": int(i), "status": str(status[i]),
-                    "fit_error_px": round(float(rms[j]), 4),
-                    "confidence": round(float(confidence[j]), 4)} for j, i in enumerate(kept)],
+                    "fit_error_px": round(float(fit.fit_error[j]), 4),
+                    "confidence": round(float(confidence[j]), 4)}
+                   for j, i in enumerate(fit.kept)],
         "options": asdict(opts),
         "seconds": round(seconds, 1),
     }
