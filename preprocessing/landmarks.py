@@ -11,12 +11,17 @@ one that has already loaded TensorBoard's protobuf.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import re
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TextIO
 
 import numpy as np
 
@@ -54,9 +59,6 @@ def import_mediapipe() -> ModuleType:
             "MediaPipe 0.10.21 needs protobuf < 5. Fix: run the preprocessing in its own "
             "process: `python tools/preprocess.py INPUT OUT`."
         )
-    # MediaPipe's C++ side logs informational lines to stderr; keep warnings and errors only.
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         mp = importlib.import_module("mediapipe")
         importlib.import_module("mediapipe.python.solutions.face_mesh")
@@ -107,6 +109,36 @@ def _loop(edges) -> np.ndarray:
             break
         loop.append(cur)
     return np.array(loop)
+
+
+# Start-up notices MediaPipe's native code prints on every run (glog settings do not reach
+# them); anything else it prints is passed on.
+_NOTICES = re.compile(r"INFO: Created TensorFlow Lite|WARNING: All log messages before "
+                      r"absl::InitializeLog|inference_feedback_manager\.cc|"
+                      r"landmark_projection_calculator\.cc")
+
+
+@contextlib.contextmanager
+def native_notices_filtered() -> Iterator[TextIO]:
+    """Collect what native code writes to stderr while the block runs and pass on all but
+    MediaPipe's start-up notices afterwards. Yields a stream to the real stderr (for progress
+    bars)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    console = os.fdopen(os.dup(saved), "w")
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield console
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            console.close()
+            log.seek(0)
+            for line in log:
+                if not _NOTICES.search(line):
+                    sys.stderr.write(line)
 
 
 @dataclass

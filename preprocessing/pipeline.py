@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 import numpy as np
@@ -165,14 +166,16 @@ def _publish(tmp: Path, out: Path) -> None:
 # ----------------------------------------------------------------------------- pass 1
 
 
-def track(source: FrameSource, tracker: Callable, quiet: bool) -> Tracked:
-    """Landmarks of the single face of every frame; status no_face / several_faces else."""
+def track(source: FrameSource, tracker: Callable, quiet: bool, console: TextIO | None = None
+          ) -> Tracked:
+    """Landmarks of the single face of every frame; status no_face / several_faces else.
+    The progress bar goes to ``console`` (default stderr)."""
     from tqdm import tqdm
 
     status, lms = [], []
     n_points = None
     for _, rgb in tqdm(source, total=len(source), desc="tracking", unit="frame",
-                       disable=quiet):
+                       disable=quiet, file=console):
         faces = tracker(rgb).faces
         n_points = faces.shape[1]
         if len(faces) == 1:
@@ -270,7 +273,13 @@ def segments(kept: np.ndarray, lm: np.ndarray, fh: float) -> list[slice]:
 def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
                opts: PreprocessOptions = PreprocessOptions()) -> dict:
     """Turn a video file or a folder of frames into a dataset folder; return the report."""
-    from preprocessing.landmarks import FaceTracker, PersonSegmenter, face_layout, import_mediapipe
+    from preprocessing.landmarks import (
+        FaceTracker,
+        PersonSegmenter,
+        face_layout,
+        import_mediapipe,
+        native_notices_filtered,
+    )
 
     t_start = time.time()
     opts.check()
@@ -280,11 +289,12 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
     mp = import_mediapipe()
     layout = face_layout(mp)
 
-    tracker = FaceTracker(mp, opts.min_confidence)
-    try:
-        tracked = track(source, tracker, opts.quiet)
-    finally:
-        tracker.close()
+    with native_notices_filtered() as console:
+        tracker = FaceTracker(mp, opts.min_confidence)
+        try:
+            tracked = track(source, tracker, opts.quiet, console)
+        finally:
+            tracker.close()
     crop, lm, fh, filled = select_frames(tracked, layout, source, opts)
     fit = fit_head(tracked, crop, lm, fh, layout, opts)
 
@@ -294,11 +304,12 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
     try:
         for sub in ("ori_imgs", "mask", "parsing"):
             (tmp / sub).mkdir(parents=True)
-        segmenter = PersonSegmenter(mp)
-        try:
-            _write_frames(source, fit.kept, lm, crop, layout, segmenter, tmp, opts)
-        finally:
-            segmenter.close()
+        with native_notices_filtered() as console:
+            segmenter = PersonSegmenter(mp)
+            try:
+                _write_frames(source, fit.kept, lm, crop, layout, segmenter, tmp, opts, console)
+            finally:
+                segmenter.close()
         transforms = {
             "h": opts.size, "w": opts.size, "fx": fit.focal, "fy": fit.focal,
             "cx": fit.cx, "cy": fit.cy,
@@ -410,12 +421,12 @@ def _odd(window: int) -> int:
 
 def _write_frames(source: FrameSource, kept: np.ndarray, lm: np.ndarray, crop: Crop,
                   layout: FaceLayout, segmenter: Callable, folder: Path,
-                  opts: PreprocessOptions) -> None:
+                  opts: PreprocessOptions, console: TextIO | None = None) -> None:
     """Pass 2: crop, resize and write every kept frame with its mask and parsing map."""
     from tqdm import tqdm
 
     img_id = {int(i): j for j, i in enumerate(kept)}
-    bar = tqdm(total=len(kept), desc="writing", unit="frame", disable=opts.quiet)
+    bar = tqdm(total=len(kept), desc="writing", unit="frame", disable=opts.quiet, file=console)
     shape = (opts.size, opts.size)
     written = 0
     for i, rgb in source:
