@@ -4,6 +4,7 @@ smoothing, expressions, masks and parsing, frame reading, options and the output
 from __future__ import annotations
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -137,6 +138,20 @@ def test_camera_to_head_matrix_uses_opengl_axes():
         v = 200.0 * -cam[:, 1] / -cam[:, 2] + 60.0
         np.testing.assert_allclose(np.column_stack([u, v]), _project(pts, rots[i], trans[i], k),
                                    atol=1e-9)
+
+
+def test_image_residuals_give_the_same_facial_motion_whatever_the_pose():
+    pts = _face_points(40)
+    rots, trans = _head_poses(12, yaw_deg=25.0)
+    k = geo.intrinsics_matrix(230.0, 80.0, 80.0)
+    motion = np.zeros_like(pts)
+    motion[:8, 1] = -0.01  # the "jaw" drops 1 cm in the head frame
+    seen = np.stack([_project(pts + motion, r, t, k) for r, t in zip(rots, trans)])
+    res = geo.image_residuals(seen, pts, rots, trans, k)  # [F, N, 3]
+    # in-plane motion comes back in metres, to first order, at every yaw
+    np.testing.assert_allclose(res[:, :8, 1], -0.01, atol=0.0015)
+    assert np.abs(res[:, 8:]).max() < 1e-12
+    assert np.ptp(res[:, :8, 1], axis=0).max() < 0.002
 
 
 # ----------------------------------------------------------------------------- smoothing
@@ -283,6 +298,18 @@ def test_a_cut_is_not_a_glitch_nor_filled_across():
     assert fill_gaps(status, lm, fh=100.0, max_gap=3) == []
     kept = np.flatnonzero(status == "ok")
     assert len(segments(kept, lm, 100.0)) == 2
+
+
+def test_native_notices_are_hidden_and_other_native_output_passed_on(capfd):
+    from preprocessing.landmarks import native_notices_filtered
+
+    with native_notices_filtered() as console:
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"E0000 something real went wrong\n")
+        console.write("progress\n")
+    err = capfd.readouterr().err
+    assert "XNNPACK" not in err
+    assert "something real went wrong" in err and "progress" in err
 
 
 # ----------------------------------------------------------------------------- options, OUT
