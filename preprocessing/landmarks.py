@@ -32,8 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 NUM_POINTS = 478  # face mesh with refined eyes and irises
 # Single landmarks of the face mesh topology (the subject's left/right).
 EYE_OUTER_RIGHT, EYE_OUTER_LEFT = 33, 263
-FOREHEAD, CHIN, NOSE_TIP = 10, 152, 1
-IRIS_CENTRES = (468, 473)
+FOREHEAD, CHIN = 10, 152
 INSTALL_HINT = (
     "Fix: run `bash tools/setup.sh` (it installs them into .ppdeps), or `python -m pip install "
     "--no-deps --target .ppdeps -r requirements-preprocess.txt`, or point GH_PREPROCESS_DEPS "
@@ -49,9 +48,6 @@ def deps_dir() -> Path:
 def import_mediapipe() -> ModuleType:
     """Import MediaPipe from the preprocessing folder (or the environment), with clear errors."""
     loaded = sys.modules.get("google.protobuf")
-    folder = deps_dir()
-    if folder.is_dir() and str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
     if loaded is not None and int(loaded.__version__.split(".")[0]) >= 5 and (
             "mediapipe" not in sys.modules):
         raise UserError(
@@ -59,6 +55,9 @@ def import_mediapipe() -> ModuleType:
             "MediaPipe 0.10.21 needs protobuf < 5. Fix: run the preprocessing in its own "
             "process: `python tools/preprocess.py INPUT OUT`."
         )
+    folder = deps_dir()
+    if folder.is_dir() and str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
     try:
         mp = importlib.import_module("mediapipe")
         importlib.import_module("mediapipe.python.solutions.face_mesh")

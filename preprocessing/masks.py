@@ -10,11 +10,6 @@ LABEL_BG, LABEL_HEAD, LABEL_NECK, LABEL_TORSO = 0, 1, 2, 3
 PARSING_RGB = np.array([[255, 255, 255], [0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
 
 
-def face_polygon(points2d: np.ndarray, oval: np.ndarray) -> np.ndarray:
-    """The face outline [M, 2] (pixels) from landmarks [N, 2] and the oval's index loop."""
-    return points2d[oval]
-
-
 def fill_polygon(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Boolean (H, W) image of a filled polygon [M, 2] given in pixel coordinates."""
     img = np.zeros(shape, np.uint8)
@@ -29,7 +24,7 @@ def clean_mask(prob: np.ndarray, face: np.ndarray) -> np.ndarray:
     regions connected to the face (other people and objects are removed), with the face
     (boolean (H, W)) always included."""
     hard = (prob > 0.5) | face
-    n, labels = cv2.connectedComponents(hard.astype(np.uint8), connectivity=8)
+    _, labels = cv2.connectedComponents(hard.astype(np.uint8), connectivity=8)
     keep = np.unique(labels[face & hard])
     keep = keep[keep > 0]
     region = np.isin(labels, keep).astype(np.uint8)
@@ -44,13 +39,16 @@ def parse(mask: np.ndarray, points2d: np.ndarray, oval: np.ndarray, chin: int, f
     """Head / neck / torso labels (H, W) uint8 from a soft mask (H, W) and landmarks [N, 2].
 
     The head is the foreground above the lower face outline (extended sideways at the
-    height of its ends); below it, the neck is the narrow run of foreground under the chin,
-    down to where the silhouette widens into the shoulders; the rest is torso. Only pixels
-    with mask > 0.5 get a body label.
+    height of its ends), plus the jaw's flanks beside the chin and the silhouette under the
+    chin while it is clearly wider than the neck; then the neck is the narrow run of
+    foreground under the chin, down to where the silhouette widens into the shoulders (and a
+    little further, as seen from the front); the rest is torso. Only pixels with mask > 0.5
+    get a body label. ``oval`` indexes the face outline, ``chin`` and ``forehead`` single
+    landmarks of ``points2d``.
     """
     h, w = mask.shape
     fg = mask > 0.5
-    poly = face_polygon(points2d, oval)
+    poly = points2d[oval]  # [M, 2] face outline
     face = fill_polygon(poly, (h, w))
     cols = np.arange(w)
     # Lowest face row per column; outside the face, the lowest row at the nearest face column.

@@ -26,7 +26,7 @@ import numpy as np
 
 from preprocessing import geometry as geo
 from preprocessing.expression import fit_basis
-from preprocessing.frames import FrameSource
+from preprocessing.frames import CONVERT_HINT, FrameSource
 from preprocessing.geometry import FaceLayout
 from preprocessing.masks import PARSING_RGB, clean_mask, fill_polygon, parse
 from utils.errors import InputError, OptionError, first_few
@@ -185,7 +185,7 @@ def track(source: FrameSource, tracker: Callable, quiet: bool, console: TextIO |
             status.append("no_face" if len(faces) == 0 else "several_faces")
             lms.append(None)
     if not status:
-        raise InputError(f"{source.path} has no frames. {source_hint(source)}")
+        raise InputError(f"{source.path} has no frames. {CONVERT_HINT}")
     n_points = n_points or 1
     arr = np.full((len(lms), n_points, 3), np.nan)
     for i, lm in enumerate(lms):
@@ -193,11 +193,6 @@ def track(source: FrameSource, tracker: Callable, quiet: bool, console: TextIO |
             arr[i] = lm
     w, h = source.size
     return Tracked(np.array(status, dtype=object), arr, w, h)
-
-
-def source_hint(source: FrameSource) -> str:
-    return ("Fix: check the video plays, or convert it (e.g. `ffmpeg -i IN -c:v libx264 "
-            "OUT.mp4`)." if not source.is_folder else "Fix: put the frames in the folder.")
 
 
 # ----------------------------------------------------------------------------- decisions

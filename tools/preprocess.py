@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop_scale", type=float, default=d.crop_scale,
                    help="side of the square crop, in face heights (forehead to chin)")
     p.add_argument("--smooth", type=int, default=d.smooth,
-                   help="window in frames of the zero-lag head-pose smoothing (0: off)")
+                   help="window in frames (made odd) of the zero-lag head-pose smoothing (0: off)")
     p.add_argument("--max_gap", type=int, default=d.max_gap,
                    help="fill in runs of at most this many failed frames by interpolation "
                         "(longer runs are dropped)")
