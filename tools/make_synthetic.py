@@ -6,7 +6,9 @@ supersampling. The camera and torso are fixed in the world; the head moves smoot
 +-18 degrees, a few degrees of pitch and roll, about 0.006 units of translation) and its
 expression follows smooth control curves (jaw_open, smile, blink, brow_raise, pucker,
 gaze_left, gaze_right), which are mixed into an ``exp_dim``-dimensional ``exp_ori`` vector by a
-fixed, seed-dependent nonnegative matrix.
+fixed, seed-dependent nonnegative matrix. The face is one MediaPipe's face mesh tracks in
+every frame from about 128 px up, so ``--video`` output is ground truth for
+tools/preprocess.py (tests/test_preprocess.py).
 
 Output layout (``OUT/``)::
 

@@ -23,6 +23,10 @@ class OptionError(UserError):
     """A command-line option is invalid or contradicts the data."""
 
 
+class InputError(UserError):
+    """A video or folder of frames to preprocess is missing, unreadable or unusable."""
+
+
 class CheckpointError(UserError):
     """A model folder or checkpoint cannot be read."""
 
