@@ -71,12 +71,14 @@ def train(argv: list[str] | None = None):
         print(note)
     values = defaults(*GROUPS)
     values.update({"seed": 0})
+    ckpt = None
     if args["resume"]:
-        from scene.trainer import read_checkpoint_options
+        from scene.trainer import checkpoint_options, read_checkpoint
 
         if not args.get("model_path"):
             raise OptionError("--resume needs -m with the run folder to continue.")
-        values.update(read_checkpoint_options(args["model_path"]))
+        ckpt = read_checkpoint(args["model_path"])
+        values.update(checkpoint_options(ckpt))
     values.update(args)
     data = ModelParams.from_dict(values)
     opt = OptimizationParams.from_dict(values)
@@ -87,7 +89,7 @@ def train(argv: list[str] | None = None):
     from scene.trainer import Trainer
 
     trainer = Trainer(data, opt, pipe, test_iterations=test_its, save_iterations=save_its,
-                      seed=values["seed"], quiet=values["quiet"], resume=values["resume"],
+                      seed=values["seed"], quiet=values["quiet"], checkpoint=ckpt,
                       tensorboard=values["tensorboard"])
     trainer.final_metrics = trainer.run()
     if values["novel_view"]:

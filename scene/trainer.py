@@ -73,7 +73,8 @@ class CameraSampler:
 class Trainer:
     def __init__(self, data: ModelParams, opt: OptimizationParams, pipe: PipelineParams, *,
                  test_iterations: list[int], save_iterations: list[int], seed: int = 0,
-                 quiet: bool = False, resume: bool = False, tensorboard: bool = True,
+                 quiet: bool = False, checkpoint: dict | None = None,
+                 tensorboard: bool = True,
                  log=print):
         self.data, self.opt, self.pipe = data, opt, pipe
         # as asked (kept in the checkpoint for --resume)
@@ -112,10 +113,8 @@ class Trainer:
         self.background = torch.tensor(self.scene.background, device=self.device)
 
         self.model_path = Path(data.model_path or Path("output") / uuid.uuid4().hex[:10])
-        ckpt = None
-        if resume:
-            ckpt = read_checkpoint(self.model_path)
-        elif (self.model_path / CHECKPOINT).exists():
+        ckpt = checkpoint  # --resume: read by the caller with read_checkpoint
+        if ckpt is None and (self.model_path / CHECKPOINT).exists():
             raise OptionError(f"{self.model_path} already holds a run ({CHECKPOINT}). Fix: pass "
                               "--resume to continue it, or another -m for a new run.")
 
@@ -497,9 +496,8 @@ def read_checkpoint(model_path: str | Path) -> dict:
     return ckpt
 
 
-def read_checkpoint_options(model_path: str | Path) -> dict:
-    """The options a run was started with, from its checkpoint.pt (for --resume)."""
-    ckpt = read_checkpoint(model_path)
+def checkpoint_options(ckpt: dict) -> dict:
+    """The options a run was started with, from its checkpoint (for --resume)."""
     schedule = {k: ckpt[k] for k in ("test_iterations", "save_iterations") if k in ckpt}
     return {**ckpt["data"], **ckpt["optimization"], **ckpt["pipeline"], "seed": ckpt["seed"],
             **schedule}

@@ -87,12 +87,12 @@ class TriPlaneDecoder(nn.Module):
         k, n, _ = coords.shape
         c_k = self.channels // k
         total = 0.0
+        # One grid_sample call per level for all planes and derivations: batch = 3 planes x K.
+        grids = torch.stack([coords[..., list(ax)] for ax in PLANE_AXES])  # [3, K, N, 2]
+        # grid_sample's CPU kernels index memory with NaN coordinates (a crash, not a NaN
+        # result); a diverged run must reach the trainer's clear message instead
+        grids = torch.nan_to_num(grids, nan=0.0)
         for planes in self.tri_plane:
-            # One grid_sample call for all planes and derivations: batch = 3 planes x K.
-            grids = torch.stack([coords[..., list(ax)] for ax in PLANE_AXES])  # [3, K, N, 2]
-            # grid_sample's CPU kernels index memory with NaN coordinates (a crash, not a NaN
-            # result); a diverged run must reach the trainer's clear message instead
-            grids = torch.nan_to_num(grids, nan=0.0)
             stacked = torch.cat(list(planes), dim=0)  # [3, C, R, R]
             r = stacked.shape[-1]
             if self.semantics == "fixed":
