@@ -134,14 +134,18 @@ class PipelineParams(ParamGroup):
         choices=("auto", "gsplat", "torch"),
     )
     device: str = _opt("auto", "torch device: auto (cuda if available), cpu, cuda or cuda:N")
-    # fp32 by default: on an H100 the training loop is bound by the host, so mixed precision
-    # did not train faster, and its test PSNR after 9400 iterations was 1.2 dB lower (one run
-    # each, bench/results/2026-11-25_*); it does render ~1.7x faster in batches
     precision: str = _opt(
         "fp32",
-        "on CUDA, mixed = TF32 matrix products, bf16 MLPs (fp32 accumulation) and fused Adam; "
-        "fp32 = plain fp32. The CPU always runs fp32",
-        choices=("fp32", "mixed"),
+        "matrix products on CUDA: fp32 = plain fp32; tf32 = TF32 tensor cores (fp32 storage); "
+        "mixed = TF32, and bf16 MLPs with fp32 accumulation. The CPU always runs fp32",
+        choices=("fp32", "tf32", "mixed"),
+    )
+    cuda_graphs: str = _opt(
+        "auto",
+        "training on CUDA: auto = replay the per-frame networks and the loss (forward and "
+        "backward) from CUDA graphs, with fused Adam; off = the eager loop with foreach Adam "
+        "(the reference path). No effect on the CPU",
+        choices=("auto", "off"),
     )
 
 

@@ -10,8 +10,10 @@ Trains with the default configuration (the release's schedule) and reports, as J
   number of Gaussians at the end;
 - rendering frames/s (deformation + decoders + rasterization, no I/O) at the dataset's
   resolution: one-frame latency and batched throughput, median over at least 200 frames;
-- peak GPU memory during training;
+- peak GPU memory during training (at the grown count when ``--grow_to`` is given);
 - test PSNR / SSIM / L1 at the end;
+- with ``--grow_to N`` (default 100k): the model is then grown to N Gaussians (copies of its
+  own) and training iterations/s, the stages, peak memory and rendering are measured there;
 - time per iteration split into stages (deformation MLP, tri-plane + decoders, rasterization
   forward + backward, loss, optimizer, densification, data), each with its FLOP and byte floor,
   and the time spent outside the GPU (Python, launches, host syncs).
@@ -116,6 +118,41 @@ def train_phase(t: Trainer, iterations: int | None, minutes: float | None, windo
     return {"iterations": it, "windows": windows}
 
 
+def grow_phase(t: Trainer, target: int, iterations: int, seed: int = 0) -> dict:
+    """Grow the model to ``target`` Gaussians (copies of random ones, jittered by a tenth of
+    their scale, optimizer moments zeroed, as densification's clones) and time ``iterations``
+    training iterations there, with densification over. Returns the rate and peak memory."""
+    from scene.densification import remap_gaussians
+
+    dev, m = t.device, t.model
+    n = m.num_gaussians
+    if target > n:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        extra = torch.randint(0, n, (target - n,), generator=gen).to(dev)
+        index = torch.cat([torch.arange(n, device=dev), extra])
+        with torch.no_grad():
+            xyz = m.xyz.detach()[index].clone()
+            xyz[n:] += 0.1 * torch.exp(m.scaling.detach()[extra]) * torch.randn_like(xyz[n:])
+        fresh = torch.zeros(len(index), dtype=torch.bool, device=dev)
+        fresh[n:] = True
+        remap_gaussians(m, t.optimizers, index, {"xyz": xyz}, fresh)
+        t.densifier.reset(target, dev)
+    start = max(t.opt.densify_until_iter, t.opt.warm_up) + 1
+    for it in range(start, start + 20):  # capture and warm up at the new count
+        t.step(it)
+    _sync(dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    for it in range(start + 20, start + 20 + iterations):
+        t.step(it)
+    _sync(dev)
+    rate = iterations / (time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
+    return {"gaussians": m.num_gaussians, "iterations": iterations, "its": rate,
+            "peak_gpu_mem_gib": peak, "next_iteration": start + 20 + iterations}
+
+
 def steady_rate(windows: list[dict], warm_frac: float = 0.3) -> float:
     """Median rate over the windows after the first ``warm_frac`` of them."""
     if not windows:
@@ -138,8 +175,9 @@ def stage_split(t: Trainer, iteration: int, repeat: int = 20) -> dict:
     out: dict[str, dict] = {}
 
     def deform_fb():
-        d = m.deform(m.xyz.detach(), exp)
-        sum(x.sum() for x in d).backward()
+        with m._autocast():
+            d = m.deform(m.xyz.detach(), exp)
+        sum(x.float().sum() for x in d).backward()
 
     out["deformation MLP (fwd+bwd)"] = {"s": timer(deform_fb, repeat)}
     w = sum(p.numel() for p in m.deform.linear.parameters() if p.dim() == 2) + sum(
@@ -152,13 +190,21 @@ def stage_split(t: Trainer, iteration: int, repeat: int = 20) -> dict:
         with torch.no_grad():
             means = m.xyz.detach()
         coords = m.derivation_coords(means)
-        o, _, sh = m.triplane(coords, torch.nn.functional.normalize(means - campos, dim=-1))
-        (o.sum() + sh.sum()).backward()
+        with m._autocast():
+            o, _, sh = m.triplane(coords, torch.nn.functional.normalize(means - campos, dim=-1))
+        (o.float().sum() + sh.float().sum()).backward()
 
     out["tri-plane + decoders (fwd+bwd)"] = {"s": timer(decoders_fb, repeat)}
     dec = sum(p.numel() for p in m.triplane.parameters() if p.dim() == 2)
     out["tri-plane + decoders (fwd+bwd)"]["flop"] = 3 * 2 * n * dec
     out["tri-plane + decoders (fwd+bwd)"]["bytes"] = 4 * n * (3 + 16 + 4 * 12 * 8 + 49)
+
+    def networks_fb():
+        g = t.frame_networks(exp, campos, deform=True)
+        sum(getattr(g, k).sum() for k in ("means", "quats", "scales", "opacities", "sh")
+            ).backward()
+
+    out["per-frame networks as trained (fwd+bwd)"] = {"s": timer(networks_fb, repeat)}
 
     with torch.no_grad():
         g = m.derive(exp, campos, deform=True)
@@ -190,6 +236,12 @@ def stage_split(t: Trainer, iteration: int, repeat: int = 20) -> dict:
 
     out["loss (fwd+bwd)"] = {"s": timer(loss_fb, repeat)}
     out["loss (fwd+bwd)"]["bytes"] = 4 * hw * 3 * 12
+    gt_u8 = t.scene.images.images[cam.image_slot]
+
+    def loss_trained_fb():
+        t.loss_fn(img, gt_u8)[0].backward()
+
+    out["loss as trained (fwd+bwd)"] = {"s": timer(loss_trained_fb, repeat)}
 
     def opt_step():
         for p in m.parameters():
@@ -321,7 +373,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="auto")
     p.add_argument("--reference", action="store_true",
-                   help="the fp32, unfused reference path (no TF32/bf16, no compiled kernels)")
+                   help="the reference path: --precision fp32 --cuda_graphs off")
+    p.add_argument("--precision", default=None, choices=("fp32", "tf32", "mixed"),
+                   help="as train.py (default: train.py's default)")
+    p.add_argument("--cuda_graphs", default=None, choices=("auto", "off"),
+                   help="as train.py (default: train.py's default)")
+    p.add_argument("--grow_to", type=int, default=100_000,
+                   help="after training, grow the model to this many Gaussians and time "
+                        "training, rendering and the stages there (0: skip)")
+    p.add_argument("--grow_iterations", type=int, default=300,
+                   help="iterations timed at the grown count")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder")
     p.add_argument("--tag", default="", help="label added to the results file name")
     args = p.parse_args(argv)
@@ -332,34 +394,48 @@ def main(argv: list[str] | None = None) -> int:
         data = ModelParams(source_path=args.data, model_path=str(Path(tmp) / "run"), eval=True,
                            test_frames=args.test_frames, eval_frames=args.eval_frames)
         opt = OptimizationParams(iterations=args.iterations or 10**9)
-        pipe = PipelineParams(backend=args.backend, device=args.device,
-                              precision="fp32" if args.reference else "mixed")
+        pipe = PipelineParams(backend=args.backend, device=args.device)
+        if args.reference:
+            pipe.precision, pipe.cuda_graphs = "fp32", "off"
+        pipe.precision = args.precision or pipe.precision
+        pipe.cuda_graphs = args.cuda_graphs or pipe.cuda_graphs
         t = Trainer(data, opt, pipe, test_iterations=[], save_iterations=[], quiet=True,
-                    log=lambda *a: None)
+                    seed=args.seed, log=lambda *a: None)
         dev = t.device
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         tr = train_phase(t, args.iterations, args.minutes)
         peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
         last = tr["iterations"]
-        outside = outside_gpu(t, last + 1)
+        n_trained = t.model.num_gaussians
         metrics = t.evaluate(last) if t.scene.test_cameras else {}
+        grown = grow_phase(t, args.grow_to, args.grow_iterations, args.seed) if (
+            args.grow_to) else None
+        outside = outside_gpu(t, grown["next_iteration"] if grown else last + 1)
         stages = stage_split(t, last)
         flops, bw = measure_ceilings(dev)
         floors(stages, flops, bw)
         rs = render_speed(t, args.render_frames, args.render_batch)
 
     rate = steady_rate(tr["windows"])
-    n_end = t.model.num_gaussians
-    total_stage = sum(v["s"] for k, v in stages.items() if k != "rasterization (fwd)")
+    n_end = n_trained
+    # one iteration: the stages as trained (graphed networks and loss), not their eager parts
+    total_stage = sum(v["s"] for k, v in stages.items() if k in (
+        "per-frame networks as trained (fwd+bwd)", "rasterization (fwd+bwd)",
+        "loss as trained (fwd+bwd)", "optimizer step", "data (frame to device)"))
     result = {
         "date": datetime.date.today().isoformat(), "device": device_name(dev),
         "commit": commit(), "data": str(args.data), "torch": torch.__version__,
-        "backend": t.backend, "path": "reference fp32" if args.reference else "fast",
+        "backend": t.backend,
+        "path": f"precision {pipe.precision}, cuda_graphs {pipe.cuda_graphs}"
+                + (" (reference)" if (pipe.precision, pipe.cuda_graphs) == ("fp32", "off")
+                   else ""),
+        "seed": args.seed, "perceptual_loss": t.vgg_note,
         "resolution": f"{t.scene.info.intrinsics.width}x{t.scene.info.intrinsics.height}",
         "train_frames": len(t.scene.train_cameras), "iterations": last,
         "train_its_steady": rate, "gaussians_end": n_end, "windows": tr["windows"],
-        "peak_gpu_mem_gib": peak, "test": metrics, "render": rs,
+        "peak_gpu_mem_gib": peak, "test": metrics, "grown": grown,
+        "render_gaussians": t.model.num_gaussians, "render": rs,
         "stages_ms": {k: {kk: (vv * 1000 if kk in ("s", "floor_s") else vv)
                           for kk, vv in v.items()} for k, v in stages.items()},
         "stage_sum_ms": 1000 * total_stage, "outside_gpu": outside,
@@ -369,15 +445,19 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     name = f"{result['date']}_{dev.type}_{result['commit']}{('_' + args.tag) if args.tag else ''}"
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    gr = grown or {}
+    peak_shown = gr.get("peak_gpu_mem_gib", peak)
     row = (f"| {result['date']} | {result['device']} | {result['commit']} | {result['path']} | "
-           f"{result['resolution']} | {last} | {rate:.1f} it/s | {n_end} | "
-           f"{rs['latency_ms']:.2f} ms | {rs['throughput_fps']:.0f} fps (batch {rs['batch']}) | "
-           f"{'-' if peak is None else f'{peak:.2f} GiB'} | "
+           f"{result['resolution']} | {last} | {rate:.1f} it/s at {n_end} | "
+           + (f"{gr['its']:.1f} it/s at {gr['gaussians']} | " if gr else "- | ")
+           + f"{rs['latency_ms']:.2f} ms | {rs['throughput_fps']:.0f} fps (batch {rs['batch']}) "
+           f"at {result['render_gaussians']} | "
+           f"{'-' if peak_shown is None else f'{peak_shown:.2f} GiB'} | "
            + (" / ".join(f"{metrics[k]:.3f}" for k in ("psnr", "ssim", "l1")) if metrics
               else "-") + " |")
     print(json.dumps({k: v for k, v in result.items() if k != "windows"}, indent=2))
-    print("\n| date | device | commit | path | res | iters | train | Gaussians | render latency "
-          "| render throughput | peak mem | PSNR / SSIM / L1 |")
+    print("\n| date | device | commit | path | res | iters | train (steady) | train (grown) "
+          "| render latency | render throughput | peak mem | PSNR / SSIM / L1 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(row)
     for k, v in stages.items():

@@ -207,13 +207,15 @@ class GaussianHead(nn.Module):
         self.active_sh_degree = min(self.active_sh_degree + 1, self.cfg.sh_degree)
 
     # ------------------------------------------------------------------ per-frame Gaussians
-    def derivation_coords(self, means: torch.Tensor) -> torch.Tensor:
+    def derivation_coords(self, means: torch.Tensor, derivations: torch.Tensor | None = None
+                          ) -> torch.Tensor:
         """Positions rotated by every derivation, as tri-plane coordinates. -> [K, N, 3]"""
+        derivations = self.derivations if derivations is None else derivations
         if self.cfg.semantics == "fixed":
-            rot = quat_to_rotmat(self.derivations)  # [N, K, 3, 3]
+            rot = quat_to_rotmat(derivations)  # [N, K, 3, 3]
             p = (means - self.center) / self.radius
         else:
-            rot = quat_to_matrix_release(self.derivations)
+            rot = quat_to_matrix_release(derivations)
             p = means
         return torch.einsum("nkij,nj->knj", rot, p)
 
@@ -223,25 +225,13 @@ class GaussianHead(nn.Module):
 
         ``deform=False`` (the warm-up) uses the canonical Gaussians.
         """
+        if self.cfg.semantics == "fixed":
+            return self.frame(self.xyz, self.rotation, self.scaling, self.derivations,
+                              exp if deform else None, campos)
         xyz = self.xyz
-        if deform and exp is not None:
-            # The release feeds detached positions: the deformation does not move the canonical
-            # positions through its input, only through its output offsets.
-            with self._autocast():
-                offsets = self.deform(xyz.detach(), exp.to(xyz.device))
-            d_xyz, d_rot, d_scale = (o.float() for o in offsets)
-        else:
-            d_xyz = d_rot = d_scale = None
+        d_xyz, d_rot, d_scale = self._offsets(xyz, exp if deform else None)
         means = xyz if d_xyz is None else xyz + d_xyz
         coords = self.derivation_coords(means)
-        if self.cfg.semantics == "fixed":
-            q = F.normalize(self.rotation, dim=-1)
-            quats = F.normalize(q if d_rot is None else q + d_rot, dim=-1)
-            scales = torch.exp(self.scaling if d_scale is None else self.scaling + d_scale)
-            dirs = F.normalize(means - campos, dim=-1)
-            opacity, sh = self._decode(coords, dirs)
-            return FrameGaussians(means=means, opacities=opacity, sh=sh, quats=quats,
-                                  scales=scales)
         # release: unnormalised rotation and exp(s) + d_s straight into the covariance, and the
         # decoder's view direction from the canonical position
         rot = F.normalize(self.rotation, dim=-1)
@@ -253,6 +243,32 @@ class GaussianHead(nn.Module):
         dirs = F.normalize(xyz - campos, dim=-1)
         opacity, sh = self._decode(coords, dirs)
         return FrameGaussians(means=means, opacities=opacity, sh=sh, covars=covars)
+
+    def frame(self, xyz: torch.Tensor, rotation: torch.Tensor, scaling: torch.Tensor,
+              derivations: torch.Tensor, exp: torch.Tensor | None, campos: torch.Tensor
+              ) -> FrameGaussians:
+        """The fixed semantics' per-frame Gaussians from explicit per-Gaussian tensors (the
+        model's own in :meth:`derive`; padded copies in the CUDA-graphed training step).
+        ``exp=None``: no deformation (the warm-up)."""
+        d_xyz, d_rot, d_scale = self._offsets(xyz, exp)
+        means = xyz if d_xyz is None else xyz + d_xyz
+        coords = self.derivation_coords(means, derivations)
+        q = F.normalize(rotation, dim=-1)
+        quats = F.normalize(q if d_rot is None else q + d_rot, dim=-1)
+        scales = torch.exp(scaling if d_scale is None else scaling + d_scale)
+        dirs = F.normalize(means - campos, dim=-1)
+        opacity, sh = self._decode(coords, dirs)
+        return FrameGaussians(means=means, opacities=opacity, sh=sh, quats=quats, scales=scales)
+
+    def _offsets(self, xyz: torch.Tensor, exp: torch.Tensor | None):
+        """The deformation network's offsets (position, rotation, scale), or Nones."""
+        if exp is None:
+            return None, None, None
+        # The release feeds detached positions: the deformation does not move the canonical
+        # positions through its input, only through its output offsets.
+        with self._autocast():
+            offsets = self.deform(xyz.detach(), exp.to(xyz.device))
+        return tuple(o.float() for o in offsets)
 
     def derive_batch(self, exps: torch.Tensor, campos: torch.Tensor) -> FrameGaussians:
         """Gaussians of B frames at once (one pass of each network over B x N rows).
@@ -283,7 +299,9 @@ class GaussianHead(nn.Module):
     def _autocast(self):
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.xyz.device.type, dtype=self.autocast_dtype)
+        # no weight-cast cache: CUDA graph capture (scene.cuda_graphs) does not allow one
+        return torch.autocast(self.xyz.device.type, dtype=self.autocast_dtype,
+                              cache_enabled=False)
 
     def _decode(self, coords: torch.Tensor, dirs: torch.Tensor):
         with self._autocast():

@@ -30,6 +30,7 @@ from arguments import ModelParams, OptimizationParams, PipelineParams, write_cfg
 from gaussian_renderer import RenderOutput, means2d_grad, render, resolve_backend
 from scene import Scene
 from scene.cameras import Camera
+from scene.cuda_graphs import FrameNetworks, TrainingLoss
 from scene.densification import Densifier, DensifyConfig, check_optimizer_layout
 from scene.gaussian_model import SH_DEGREE_INTERVAL, GaussianHead, ModelConfig
 from scene.model_io import save_model, write_meta
@@ -37,7 +38,7 @@ from utils.errors import CheckpointError, OptionError, TrainingDiverged
 from utils.general_utils import configure_precision, expon_lr, resolve_device, seed_everything
 from utils.graphics_utils import bounding_sphere
 from utils.io_utils import atomic_torch_save, atomic_write_json
-from utils.loss_utils import l1_loss, make_perceptual_loss, ssim
+from utils.loss_utils import make_perceptual_loss
 from utils.metrics_utils import image_metrics, make_lpips, mean_metrics
 
 with warnings.catch_warnings():  # geoopt 0.5 calls the deprecated torch.jit.script
@@ -90,6 +91,8 @@ class Trainer:
         self.device = resolve_device(pipe.device)
         self.backend = resolve_backend(pipe.backend, self.device)
         self.autocast_dtype = configure_precision(pipe.precision, self.device)
+        # the fast path: CUDA graphs for the per-frame networks and the loss, fused Adam
+        self.graphs = self.device.type == "cuda" and pipe.cuda_graphs == "auto"
         _check_options(opt)
         if not data.source_path:
             raise OptionError("no dataset given. Fix: pass -s data/<id> (a folder with "
@@ -152,6 +155,8 @@ class Trainer:
         )
         self.sampler = CameraSampler(len(self.scene.train_cameras), seed)
         self.vgg, self.vgg_note = make_perceptual_loss(opt.lambda_vgg, self.device)
+        self.loss_fn = TrainingLoss(opt.lambda_dssim, opt.lambda_vgg, self.vgg, self.graphs)
+        self.frame_networks = FrameNetworks(self.model, self.graphs)
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
         self.start_iteration = 1
         self.last_saved: int | None = None
@@ -183,7 +188,7 @@ class Trainer:
         return d
 
     def _build_optimizers(self) -> None:
-        fused = self.device.type == "cuda" and self.pipe.precision == "mixed"
+        fused = self.graphs
         self.optimizers, self.schedules = build_optimizers(self.model, self.opt, fused)
         self.opt_gauss, self.opt_deriv, self.opt_net = self.optimizers
 
@@ -198,6 +203,9 @@ class Trainer:
     def render_camera(self, cam: Camera, iteration: int) -> RenderOutput:
         _, _, campos, exp = cam.tensors(self.device, self.cfg.centred_principal_point)
         g = self.model.derive(exp, campos, deform=self.model.deforms_at(iteration))
+        return self._render(g, cam)
+
+    def _render(self, g, cam: Camera) -> RenderOutput:
         return render(g, cam, self.background, self.cfg, self.model.active_sh_degree,
                       self.backend)
 
@@ -207,18 +215,12 @@ class Trainer:
             self.model.oneup_sh_degree()
         self._set_learning_rates(iteration)
         cam = self.scene.train_cameras[self.sampler.next()]
-        out = self.render_camera(cam, iteration)
-        gt = self.scene.gt(cam, self.device)
-        terms = {
-            "l1": l1_loss(out.image, gt),
-            "ssim": 1.0 - ssim(out.image, gt),
-        }
-        weights = {"l1": 1.0 - o.lambda_dssim, "ssim": o.lambda_dssim}
-        if self.vgg is not None:
-            terms["vgg"] = self.vgg(out.image, gt)
-            weights["vgg"] = o.lambda_vgg
-        loss = sum(weights[k] * v for k, v in terms.items())
-        terms["total"] = loss
+        _, _, campos, exp = cam.tensors(self.device, self.cfg.centred_principal_point)
+        # the model's per-frame networks through FrameNetworks (padded, CUDA-graphed on the
+        # fast path); same arithmetic as model.derive
+        g = self.frame_networks(exp, campos, deform=self.model.deforms_at(iteration))
+        out = self._render(g, cam)
+        loss, terms = self.loss_fn(out.image, self.scene.images.images[cam.image_slot])
         # Stop before a non-finite loss reaches the parameters. On the CPU the check is free; on
         # CUDA it would stall the queue, so it runs every 10 iterations (non-finite sample
         # coordinates are made harmless in the tri-plane meanwhile).

@@ -88,7 +88,10 @@ class TriPlaneDecoder(nn.Module):
         c_k = self.channels // k
         total = 0.0
         # One grid_sample call per level for all planes and derivations: batch = 3 planes x K.
-        grids = torch.stack([coords[..., list(ax)] for ax in PLANE_AXES])  # [3, K, N, 2]
+        # (slices and stacks, not index lists: an index list's backward is a slow scatter)
+        axis = coords.unbind(-1)
+        grids = torch.stack([torch.stack([axis[a], axis[b]], dim=-1)
+                             for a, b in PLANE_AXES])  # [3, K, N, 2]
         # grid_sample's CPU kernels index memory with NaN coordinates (a crash, not a NaN
         # result); a diverged run must reach the trainer's clear message instead
         grids = torch.nan_to_num(grids, nan=0.0)

@@ -52,11 +52,12 @@ def inverse_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 
 def configure_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """Set the matrix-product precision for ``precision`` ('mixed' or 'fp32').
+    """Set the matrix-product precision for ``precision`` ('fp32', 'tf32' or 'mixed').
 
     Returns the autocast dtype for the MLPs (bf16 on CUDA in mixed mode), else None.
     """
-    mixed = precision == "mixed" and device.type == "cuda"
-    torch.backends.cuda.matmul.allow_tf32 = mixed
-    torch.backends.cudnn.allow_tf32 = mixed
-    return torch.bfloat16 if mixed else None
+    cuda = device.type == "cuda"
+    tf32 = cuda and precision in ("tf32", "mixed")
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return torch.bfloat16 if cuda and precision == "mixed" else None

@@ -1,0 +1,172 @@
+"""The training step's static-shape parts as CUDA graphs.
+
+An eager training iteration launches about 650 small kernels, and on an H100 the host needs
+longer to launch them than the GPU needs to run them. Two parts of the iteration have shapes
+that stay fixed for many iterations, so their forward and backward passes are captured once
+(``torch.cuda.make_graphed_callables``) and then replayed with a single launch each:
+
+- :class:`FrameNetworks`: deformation network, derivation rotations, tri-plane sampling and
+  decoders, i.e. :meth:`GaussianHead.frame`. The number of Gaussians changes at every
+  densification, so the per-Gaussian tensors are padded up to a multiple of ``bucket`` rows
+  (padding rows are unit quaternions at the head's centre; their outputs are dropped, so they
+  contribute nothing to any gradient). The graph is captured again only when the count leaves
+  its bucket, when the deformation network is switched on, or after a resume.
+- :class:`TrainingLoss`: L1, SSIM and the VGG term for one frame (fixed image size).
+
+The rasterizer is not captured: gsplat sizes its tile lists on the host.
+
+Without graphs (``--cuda_graphs off``, or on the CPU) both classes run the same code eagerly,
+padding included, so the CPU tests check the graphed path's arithmetic against
+:meth:`GaussianHead.derive`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from scene.gaussian_model import FrameGaussians, GaussianHead
+from utils.loss_utils import l1_loss, ssim
+
+INPUTS = ("xyz", "rotation", "scaling", "derivations")  # + expression, camera position
+OUTPUTS = ("means", "quats", "scales", "opacities", "sh")
+
+
+class _FrameModule(nn.Module):
+    """Padded per-Gaussian tensors + expression + camera -> the frame's Gaussian tensors.
+
+    Its parameters are the model's networks (so the graph's backward computes their gradients);
+    the model itself is held outside the module tree (no duplicate parameters)."""
+
+    def __init__(self, model: GaussianHead, deform: bool):
+        super().__init__()
+        self.deform = model.deform
+        self.triplane = model.triplane
+        object.__setattr__(self, "_model", model)
+        self.use_deform = deform
+
+    def forward(self, xyz, rotation, scaling, derivations, exp, campos):
+        g = self._model.frame(xyz, rotation, scaling, derivations,
+                              exp if self.use_deform else None, campos)
+        return tuple(getattr(g, k) for k in OUTPUTS)
+
+
+class FrameNetworks:
+    """``model.derive`` for training, optionally replayed from CUDA graphs."""
+
+    def __init__(self, model: GaussianHead, graphs: bool, bucket: int = 8192,
+                 warmup: int = 3):
+        if model.cfg.semantics != "fixed":
+            raise ValueError("the graphed training step needs the fixed semantics")
+        self.model = model
+        self.graphs = graphs
+        self.bucket = bucket
+        self.warmup = warmup
+        self.captures = 0  # how many times a graph was captured (for the logs and tests)
+        self._fn = None
+        self._key: tuple | None = None
+        self._pad: dict[str, torch.Tensor] = {}
+
+    def capacity_for(self, n: int) -> int:
+        return max(self.bucket, -(-n // self.bucket) * self.bucket)
+
+    def invalidate(self) -> None:
+        """Drop the captured graph (after the networks' tensors were replaced)."""
+        self._fn = None
+        self._key = None
+
+    def _prepare(self, n: int, deform: bool, exp: torch.Tensor, campos: torch.Tensor) -> None:
+        m = self.model
+        cap = self._key[0] if self._key else 0
+        # keep the bucket while the count stays inside it or shrinks by less than two buckets
+        if self._fn is not None and self._key[1:] == (deform, m.autocast_dtype) and (
+                n <= cap < n + 2 * self.bucket):
+            return
+        cap = self.capacity_for(n)
+        dev = m.xyz.device
+        rows = cap  # padding rows never exceed the capacity
+        unit = torch.zeros(rows, 4, device=dev)
+        unit[:, 0] = 1.0
+        self._pad = {
+            "xyz": m.center.expand(rows, 3).clone(),
+            "rotation": unit,
+            "scaling": torch.zeros(rows, 3, device=dev),
+            "derivations": unit[:, None].expand(rows, m.cfg.num_derivations, 4).clone(),
+        }
+        module = _FrameModule(m, deform)
+        self._fn = module
+        if self.graphs:
+            sample = [t.detach().clone().requires_grad_(True)
+                      for t in self._padded(n, cap, detach=True)]
+            sample += [exp.detach().clone(), campos.detach().clone()]
+            self._fn = None  # free the previous graph's memory before capturing
+            torch.cuda.synchronize(dev)
+            self._fn = torch.cuda.make_graphed_callables(
+                module, tuple(sample), num_warmup_iters=self.warmup, allow_unused_input=True)
+            self.captures += 1
+        self._key = (cap, deform, m.autocast_dtype)
+
+    def _padded(self, n: int, cap: int, detach: bool = False) -> list[torch.Tensor]:
+        out = []
+        for name in INPUTS:
+            p = getattr(self.model, name)
+            p = p.detach() if detach else p
+            out.append(torch.cat([p, self._pad[name][: cap - n]]) if cap > n else p)
+        return out
+
+    def __call__(self, exp: torch.Tensor, campos: torch.Tensor, deform: bool) -> FrameGaussians:
+        n = self.model.num_gaussians
+        self._prepare(n, deform, exp, campos)
+        cap = self._key[0]
+        outs = self._fn(*self._padded(n, cap), exp, campos)
+        return FrameGaussians(**{k: v[:n] for k, v in zip(OUTPUTS, outs)})
+
+
+class _LossModule(nn.Module):
+    """(rendered image [3, H, W], ground truth uint8 [H, W, 3]) -> (weighted total, the
+    terms [l1, 1 - ssim(, vgg)] detached)."""
+
+    def __init__(self, weights: dict[str, float], vgg: nn.Module | None):
+        super().__init__()
+        self.weights = weights
+        object.__setattr__(self, "_vgg", vgg)  # frozen weights: not parameters of the graph
+
+    def forward(self, image: torch.Tensor, gt_u8: torch.Tensor):
+        gt = gt_u8.permute(2, 0, 1).float() / 255.0
+        terms = [l1_loss(image, gt), 1.0 - ssim(image, gt)]
+        if self._vgg is not None:
+            terms.append(self._vgg(image, gt))
+        total = sum(w * t for w, t in zip(self.weights.values(), terms))
+        return total, torch.stack(terms).detach()
+
+
+class TrainingLoss:
+    """The photometric training loss, optionally replayed from a CUDA graph (one per image
+    size)."""
+
+    def __init__(self, lambda_dssim: float, lambda_vgg: float, vgg: nn.Module | None,
+                 graphs: bool, warmup: int = 3):
+        self.names = ["l1", "ssim"] + (["vgg"] if vgg is not None else [])
+        weights = {"l1": 1.0 - lambda_dssim, "ssim": lambda_dssim}
+        if vgg is not None:
+            weights["vgg"] = lambda_vgg
+        self.module = _LossModule(weights, vgg)
+        self.graphs = graphs
+        self.warmup = warmup
+        self._fns: dict[tuple, object] = {}
+
+    def __call__(self, image: torch.Tensor, gt_u8: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.graphs:
+            key = tuple(image.shape)
+            if key not in self._fns:
+                sample = (image.detach().clone().requires_grad_(True), gt_u8.clone())
+                self._fns[key] = torch.cuda.make_graphed_callables(
+                    _LossModule(self.module.weights, self.module._vgg), sample,
+                    num_warmup_iters=self.warmup)
+            total, terms = self._fns[key](image, gt_u8)
+        else:
+            total, terms = self.module(image, gt_u8)
+        out = dict(zip(self.names, terms.unbind()))
+        out["total"] = total
+        return total, out

@@ -1,0 +1,153 @@
+"""The fast training path against the reference path.
+
+On the CPU: the padded per-frame networks (:class:`FrameNetworks`) and the training loss
+(:class:`TrainingLoss`) compute what ``model.derive`` and the plain loss formulas compute,
+values and gradients, and the separable SSIM equals the 2-D window. On a GPU (``gpu``
+marker): the same with the CUDA graphs replayed, across changes of the Gaussian count.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scene.cuda_graphs import FrameNetworks, TrainingLoss
+from scene.gaussian_model import GaussianHead, ModelConfig
+from utils.loss_utils import l1_loss, ssim
+
+KEYS = ("means", "opacities", "sh", "quats", "scales")
+
+
+def _model(n: int, device: str = "cpu") -> GaussianHead:
+    torch.manual_seed(0)
+    m = GaussianHead(ModelConfig(exp_dim=6, center=(0.01, -0.02, 0.0), radius=0.2))
+    m.init_from_points(np.random.default_rng(0).normal(scale=0.05, size=(n, 3)))
+    with torch.no_grad():  # non-trivial offsets
+        m.deform.gaussian_warp.bias.fill_(0.01)
+        m.deform.gaussian_rotation.bias.fill_(0.05)
+    return m.to(device)
+
+
+def _loss_and_grads(m: GaussianHead, g, cot: dict[str, torch.Tensor]):
+    m.zero_grad(set_to_none=True)
+    loss = sum((getattr(g, k) * cot[k]).sum() for k in KEYS)
+    loss.backward()
+    return ({k: getattr(g, k).detach().clone() for k in KEYS},
+            {name: p.grad.clone() for name, p in m.named_parameters() if p.grad is not None})
+
+
+def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4):
+    ref_g = m.derive(exp, campos, deform=deform)
+    torch.manual_seed(1)
+    cot = {k: torch.randn_like(getattr(ref_g, k)) for k in KEYS}
+    ref = _loss_and_grads(m, ref_g, cot)
+    fast = _loss_and_grads(m, fn(exp, campos, deform=deform), cot)
+    for k in KEYS:
+        torch.testing.assert_close(fast[0][k], ref[0][k], atol=atol, rtol=rtol)
+    assert fast[1].keys() == ref[1].keys()
+    for name in ref[1]:
+        torch.testing.assert_close(fast[1][name], ref[1][name], atol=atol, rtol=rtol,
+                                   msg=lambda s, n=name: f"gradient of {n}: {s}")
+
+
+@pytest.mark.parametrize("deform", [True, False])
+def test_padded_frame_networks_match_derive(deform):
+    """Values and gradients of every parameter equal model.derive's, with padding rows."""
+    m = _model(40)
+    fn = FrameNetworks(m, graphs=False, bucket=16)
+    _compare(m, fn, torch.rand(6), torch.tensor([0.0, 0.0, 0.5]), deform)
+    assert fn._key[0] == 48  # 40 rows padded to three buckets
+
+
+def test_frame_networks_bucket_follows_the_gaussian_count():
+    m = _model(40)
+    fn = FrameNetworks(m, graphs=False, bucket=16)
+    exp, campos = torch.rand(6), torch.tensor([0.0, 0.0, 0.5])
+    caps = []
+    for n in (40, 45, 48, 50, 40, 30, 10):
+        with torch.no_grad():
+            xyz = torch.randn(n, 3) * 0.05
+        rot = torch.zeros(n, 4)
+        rot[:, 0] = 1
+        m.set_gaussians({"xyz": xyz, "rotation": rot, "scaling": torch.full((n, 3), -4.0),
+                         "derivations": F.normalize(torch.randn(n, 4, 4), dim=-1)})
+        g = fn(exp, campos, deform=True)
+        assert g.means.shape == (n, 3) and g.sh.shape[0] == n
+        caps.append(fn._key[0])
+    # grows by whole buckets, keeps its capacity while shrinking by less than two buckets
+    assert caps == [48, 48, 48, 64, 64, 32, 32]
+    _compare(m, fn, exp, campos, True)
+
+
+def test_training_loss_matches_the_formula():
+    torch.manual_seed(0)
+    img = torch.rand(3, 20, 24, requires_grad=True)
+    gt_u8 = (torch.rand(20, 24, 3) * 255).to(torch.uint8)
+    gt = gt_u8.permute(2, 0, 1).float() / 255
+    loss_fn = TrainingLoss(lambda_dssim=0.2, lambda_vgg=0.01, vgg=None, graphs=False)
+    total, terms = loss_fn(img, gt_u8)
+    ref = 0.8 * l1_loss(img, gt) + 0.2 * (1 - ssim(img, gt))
+    torch.testing.assert_close(total, ref)
+    torch.testing.assert_close(terms["l1"], l1_loss(img, gt).detach())
+    assert set(terms) == {"l1", "ssim", "total"}
+    (g_fast,) = torch.autograd.grad(total, img)
+    (g_ref,) = torch.autograd.grad(ref, img)
+    torch.testing.assert_close(g_fast, g_ref)
+
+
+def test_separable_ssim_equals_the_2d_window():
+    torch.manual_seed(0)
+    a = torch.rand(2, 3, 40, 52, dtype=torch.float64)
+    b = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
+    x = torch.arange(11, dtype=torch.float64) - 5
+    g = torch.exp(-(x**2) / (2 * 1.5**2))
+    g = g / g.sum()
+    w = torch.outer(g, g).expand(3, 1, 11, 11)
+
+    def blur(t):
+        return F.conv2d(t, w, padding=5, groups=3)
+
+    mu1, mu2 = blur(a), blur(b)
+    s1, s2, s12 = blur(a * a) - mu1**2, blur(b * b) - mu2**2, blur(a * b) - mu1 * mu2
+    c1, c2 = 0.01**2, 0.03**2
+    ref = (((2 * mu1 * mu2 + c1) * (2 * s12 + c2))
+           / ((mu1**2 + mu2**2 + c1) * (s1 + s2 + c2))).mean()
+    torch.testing.assert_close(ssim(a, b), ref, atol=1e-12, rtol=1e-12)
+    assert float(ssim(a, a)) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------------------------ GPU
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_match_the_eager_path():
+    """Replayed graphs give the eager values and gradients, across recaptures (count changes,
+    deformation switched on) and while the count stays inside a bucket."""
+    from utils.general_utils import configure_precision
+
+    configure_precision("fp32", torch.device("cuda"))
+    m = _model(3000, "cuda")
+    fn = FrameNetworks(m, graphs=True, bucket=1024)
+    exp, campos = torch.rand(6, device="cuda"), torch.tensor([0.0, 0.0, 0.5], device="cuda")
+    _compare(m, fn, exp, campos, deform=False)
+    _compare(m, fn, exp, campos, deform=True)
+    assert fn.captures == 2
+    for _ in range(3):  # replays with new inputs
+        exp = torch.rand(6, device="cuda")
+        _compare(m, fn, exp, campos, deform=True)
+    assert fn.captures == 2
+    keep = torch.arange(0, 3000, 2, device="cuda")[:2900 // 2]  # 1450 rows: shrink a bucket
+    m.set_gaussians({k: getattr(m, k).detach()[keep] for k in
+                     ("xyz", "rotation", "scaling", "derivations")})
+    _compare(m, fn, exp, campos, deform=True)
+    assert fn.captures == 3 and fn._key[0] == 2048
+    loss_fn = TrainingLoss(0.2, 0.0, None, graphs=True)
+    ref_fn = TrainingLoss(0.2, 0.0, None, graphs=False)
+    for _ in range(3):
+        img = torch.rand(3, 64, 80, device="cuda", requires_grad=True)
+        gt = (torch.rand(64, 80, 3, device="cuda") * 255).to(torch.uint8)
+        (ga,) = torch.autograd.grad(loss_fn(img, gt)[0], img)
+        (gb,) = torch.autograd.grad(ref_fn(img, gt)[0], img)
+        torch.testing.assert_close(ga, gb)
