@@ -35,8 +35,8 @@ OUTPUTS = ("means", "quats", "scales", "opacities", "sh")
 class _FrameModule(nn.Module):
     """Padded per-Gaussian tensors + expression + camera -> the frame's Gaussian tensors.
 
-    Its parameters are the model's networks (so the graph's backward computes their gradients);
-    the model itself is held outside the module tree (no duplicate parameters)."""
+    Its submodules are the model's networks; the model itself is held outside the module tree.
+    """
 
     def __init__(self, model: GaussianHead, deform: bool):
         super().__init__()
@@ -49,6 +49,21 @@ class _FrameModule(nn.Module):
         g = self._model.frame(xyz, rotation, scaling, derivations,
                               exp if self.use_deform else None, campos)
         return tuple(getattr(g, k) for k in OUTPUTS)
+
+
+def _functional(module: _FrameModule, names: list[str]):
+    """``module`` as a function of its inputs and then its parameters (in ``names`` order).
+
+    The graph is captured with fresh leaves that alias the parameters' memory, so no autograd
+    node created outside the capture (an earlier iteration's graph still alive) takes part in
+    it; at replay the real parameters are passed, their memory is the captured one, and their
+    gradients come out of the graph's backward."""
+
+    def fn(*args):
+        params = dict(zip(names, args[len(INPUTS) + 2:]))
+        return torch.func.functional_call(module, params, args[:len(INPUTS) + 2])
+
+    return fn
 
 
 class FrameNetworks:
@@ -66,6 +81,7 @@ class FrameNetworks:
         self._fn = None
         self._key: tuple | None = None
         self._pad: dict[str, torch.Tensor] = {}
+        self._params: list[nn.Parameter] = []
 
     def capacity_for(self, n: int) -> int:
         return max(self.bucket, -(-n // self.bucket) * self.bucket)
@@ -94,15 +110,18 @@ class FrameNetworks:
             "derivations": unit[:, None].expand(rows, m.cfg.num_derivations, 4).clone(),
         }
         module = _FrameModule(m, deform)
-        self._fn = module
+        names = [n for n, _ in module.named_parameters()]
+        self._params = [p for _, p in module.named_parameters()]
+        self._fn = _functional(module, names)
         if self.graphs:
             sample = [t.detach().clone().requires_grad_(True)
                       for t in self._padded(n, cap, detach=True)]
             sample += [exp.detach().clone(), campos.detach().clone()]
-            self._fn = None  # free the previous graph's memory before capturing
+            sample += [p.detach().requires_grad_(p.requires_grad) for p in self._params]
+            fn, self._fn = self._fn, None  # free the previous graph's memory before capturing
             torch.cuda.synchronize(dev)
             self._fn = torch.cuda.make_graphed_callables(
-                module, tuple(sample), num_warmup_iters=self.warmup, allow_unused_input=True)
+                fn, tuple(sample), num_warmup_iters=self.warmup, allow_unused_input=True)
             self.captures += 1
         self._key = (cap, deform, m.autocast_dtype)
 
@@ -118,7 +137,7 @@ class FrameNetworks:
         n = self.model.num_gaussians
         self._prepare(n, deform, exp, campos)
         cap = self._key[0]
-        outs = self._fn(*self._padded(n, cap), exp, campos)
+        outs = self._fn(*self._padded(n, cap), exp, campos, *self._params)
         return FrameGaussians(**{k: v[:n] for k, v in zip(OUTPUTS, outs)})
 
 

@@ -209,7 +209,9 @@ class Trainer:
         return render(g, cam, self.background, self.cfg, self.model.active_sh_degree,
                       self.backend)
 
-    def step(self, iteration: int) -> tuple[dict[str, torch.Tensor], RenderOutput]:
+    def step(self, iteration: int) -> dict[str, torch.Tensor]:
+        """One training iteration. Returns the loss terms (detached: no autograd graph outlives
+        the iteration, which a CUDA graph capture at the next one requires)."""
         o = self.opt
         if iteration % SH_DEGREE_INTERVAL == 0:
             self.model.oneup_sh_degree()
@@ -241,7 +243,7 @@ class Trainer:
         for opt in self.optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return terms, out
+        return {k: v.detach() for k, v in terms.items()}
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:
@@ -260,7 +262,7 @@ class Trainer:
         t0 = time.time()
         with DeferredInterrupt(self.log) as interrupt:
             for iteration in bar:
-                terms, out = self.step(iteration)
+                terms = self.step(iteration)
                 if iteration % 10 == 0 or iteration == last:
                     values = {k: float(v.detach()) for k, v in terms.items()}
                     if not math.isfinite(values["total"]):

@@ -108,7 +108,9 @@ class TriPlaneDecoder(nn.Module):
                 samp = F.grid_sample(feats, grids.reshape(3, k * n, 1, 2), mode="bilinear",
                                      padding_mode="border", align_corners=True)
                 samp = samp.reshape(3, c_k, k, n).transpose(1, 2)  # [3, K, C/K, N]
-            total = total + samp.prod(dim=0)  # [K, C/K, N]; levels are summed, as the release
+            # the product of the three planes' samples [K, C/K, N] (levels are summed, as the
+            # release); written out because prod's backward syncs with the host
+            total = total + samp[0] * samp[1] * samp[2]
         return total.permute(2, 0, 1).reshape(n, k * c_k)
 
     def forward(self, coords: torch.Tensor, dirs: torch.Tensor):
