@@ -404,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         dev = t.device
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
+        with torch.no_grad():  # compile the rasterizer's kernels before the clock starts
+            t.render_camera(t.scene.train_cameras[0], 0)
+        _sync(dev)
         tr = train_phase(t, args.iterations, args.minutes)
         peak = torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None
         last = tr["iterations"]

@@ -138,11 +138,13 @@ def test_cuda_graphs_match_the_eager_path():
         exp = torch.rand(6, device="cuda")
         _compare(m, fn, exp, campos, deform=True)
     assert fn.captures == 2
-    keep = torch.arange(0, 3000, 2, device="cuda")[:2900 // 2]  # 1450 rows: shrink a bucket
-    m.set_gaussians({k: getattr(m, k).detach()[keep] for k in
-                     ("xyz", "rotation", "scaling", "derivations")})
-    _compare(m, fn, exp, campos, deform=True)
-    assert fn.captures == 3 and fn._key[0] == 2048
+    for rows, captures, cap in ((2500, 2, 3072), (900, 3, 1024), (1500, 4, 2048)):
+        # fewer rows inside the bucket: no capture; less than a third of it, or more: capture
+        keep = torch.arange(rows, device="cuda") * m.num_gaussians // rows
+        m.set_gaussians({k: getattr(m, k).detach()[keep] for k in
+                         ("xyz", "rotation", "scaling", "derivations")})
+        _compare(m, fn, exp, campos, deform=True)
+        assert (fn.captures, fn._key[0]) == (captures, cap)
     loss_fn = TrainingLoss(0.2, 0.0, None, graphs=True)
     ref_fn = TrainingLoss(0.2, 0.0, None, graphs=False)
     for _ in range(3):
