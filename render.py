@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     # the original release computed in fp32: its checkpoints render in fp32 whatever --precision
     precision = "fp32" if model.cfg.semantics == "release" else v["precision"]
     model.autocast_dtype = configure_precision(precision, device)
+    # the fast path's fused linear+ReLU layers (same function; not for the release's models)
+    model.deform.fused = (device.type == "cuda" and model.cfg.semantics == "fixed"
+                          and v.get("fast_path", "auto") == "auto")
     if model.cfg.exp_dim != scene.exp_dim:
         raise DatasetError(f"{v['source_path']} has expressions of {scene.exp_dim} values but "
                            f"the model expects {model.cfg.exp_dim}. Fix: pass -s with the "

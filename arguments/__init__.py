@@ -140,11 +140,11 @@ class PipelineParams(ParamGroup):
         "mixed = TF32, and bf16 MLPs with fp32 accumulation. The CPU always runs fp32",
         choices=("fp32", "tf32", "mixed"),
     )
-    cuda_graphs: str = _opt(
+    fast_path: str = _opt(
         "auto",
-        "training on CUDA: auto = replay the per-frame networks and the loss (forward and "
-        "backward) from CUDA graphs, with fused Adam; off = the eager loop with foreach Adam "
-        "(the reference path). No effect on the CPU",
+        "on CUDA: auto = fused linear+ReLU layers and, in training, the per-frame networks "
+        "and the loss (forward and backward) replayed from CUDA graphs and fused Adam (the same "
+        "arithmetic up to rounding); off = the eager, unfused reference. No effect on the CPU",
         choices=("auto", "off"),
     )
 

@@ -373,10 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="auto")
     p.add_argument("--reference", action="store_true",
-                   help="the reference path: --precision fp32 --cuda_graphs off")
+                   help="the reference path: --precision fp32 --fast_path off")
     p.add_argument("--precision", default=None, choices=("fp32", "tf32", "mixed"),
                    help="as train.py (default: train.py's default)")
-    p.add_argument("--cuda_graphs", default=None, choices=("auto", "off"),
+    p.add_argument("--fast_path", default=None, choices=("auto", "off"),
                    help="as train.py (default: train.py's default)")
     p.add_argument("--grow_to", type=int, default=100_000,
                    help="after training, grow the model to this many Gaussians and time "
@@ -396,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         opt = OptimizationParams(iterations=args.iterations or 10**9)
         pipe = PipelineParams(backend=args.backend, device=args.device)
         if args.reference:
-            pipe.precision, pipe.cuda_graphs = "fp32", "off"
+            pipe.precision, pipe.fast_path = "fp32", "off"
         pipe.precision = args.precision or pipe.precision
-        pipe.cuda_graphs = args.cuda_graphs or pipe.cuda_graphs
+        pipe.fast_path = args.fast_path or pipe.fast_path
         t = Trainer(data, opt, pipe, test_iterations=[], save_iterations=[], quiet=True,
                     seed=args.seed, log=lambda *a: None)
         dev = t.device
@@ -430,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.date.today().isoformat(), "device": device_name(dev),
         "commit": commit(), "data": str(args.data), "torch": torch.__version__,
         "backend": t.backend,
-        "path": f"precision {pipe.precision}, cuda_graphs {pipe.cuda_graphs}"
-                + (" (reference)" if (pipe.precision, pipe.cuda_graphs) == ("fp32", "off")
+        "path": f"precision {pipe.precision}, fast_path {pipe.fast_path}"
+                + (" (reference)" if (pipe.precision, pipe.fast_path) == ("fp32", "off")
                    else ""),
         "seed": args.seed, "perceptual_loss": t.vgg_note,
         "resolution": f"{t.scene.info.intrinsics.width}x{t.scene.info.intrinsics.height}",

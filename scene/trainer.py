@@ -91,8 +91,9 @@ class Trainer:
         self.device = resolve_device(pipe.device)
         self.backend = resolve_backend(pipe.backend, self.device)
         self.autocast_dtype = configure_precision(pipe.precision, self.device)
-        # the fast path: CUDA graphs for the per-frame networks and the loss, fused Adam
-        self.graphs = self.device.type == "cuda" and pipe.cuda_graphs == "auto"
+        # the fast path: CUDA graphs for the per-frame networks and the loss, fused MLP layers,
+        # fused Adam
+        self.graphs = self.device.type == "cuda" and pipe.fast_path == "auto"
         _check_options(opt)
         if not data.source_path:
             raise OptionError("no dataset given. Fix: pass -s data/<id> (a folder with "
@@ -139,6 +140,7 @@ class Trainer:
         self.cfg = cfg
         self.model = GaussianHead(cfg).to(self.device)
         self.model.autocast_dtype = self.autocast_dtype
+        self.model.deform.fused = self.graphs
         if ckpt is None:
             gen = torch.Generator().manual_seed(seed)
             self.model.init_from_points(xyz, gen)

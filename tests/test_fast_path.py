@@ -8,6 +8,8 @@ marker): the same with the CUDA graphs replayed, across changes of the Gaussian 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -38,12 +40,16 @@ def _loss_and_grads(m: GaussianHead, g, cot: dict[str, torch.Tensor]):
             {name: p.grad.clone() for name, p in m.named_parameters() if p.grad is not None})
 
 
-def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4):
+def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False):
+    """fn (with the fused deformation layers if ``fused``) against model.derive (eager)."""
+    m.deform.fused = False
     ref_g = m.derive(exp, campos, deform=deform)
     torch.manual_seed(1)
     cot = {k: torch.randn_like(getattr(ref_g, k)) for k in KEYS}
     ref = _loss_and_grads(m, ref_g, cot)
+    m.deform.fused = fused
     fast = _loss_and_grads(m, fn(exp, campos, deform=deform), cot)
+    m.deform.fused = False
     for k in KEYS:
         torch.testing.assert_close(fast[0][k], ref[0][k], atol=atol, rtol=rtol)
     assert fast[1].keys() == ref[1].keys()
@@ -59,6 +65,36 @@ def test_padded_frame_networks_match_derive(deform):
     fn = FrameNetworks(m, graphs=False, bucket=16)
     _compare(m, fn, torch.rand(6), torch.tensor([0.0, 0.0, 0.5]), deform)
     assert fn._key[0] == 48  # 40 rows padded to three buckets
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_deformation_layers_match_the_eager_network(precision):
+    """The fast path's linear+ReLU layers (epilogue bias and ReLU, bias gradient as a matrix
+    product, one head product) compute the eager network's outputs and gradients."""
+    from scene.deform_model import DeformNetwork
+
+    torch.manual_seed(0)
+    net = DeformNetwork(46)
+    xyz, exp = torch.randn(300, 3) * 0.1, torch.rand(46)
+    results = []
+    for fused in (False, True):
+        net.fused = fused
+        net.zero_grad(set_to_none=True)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+        with ctx if precision == "bf16" else torch.autocast("cpu", enabled=False):
+            out = net(xyz, exp)
+        gen = torch.Generator().manual_seed(1)
+        sum((o.float() * torch.randn(o.shape, generator=gen)).sum() for o in out).backward()
+        results.append(([o.detach().float() for o in out],
+                        {n: p.grad.clone() for n, p in net.named_parameters()}))
+    (out_a, grad_a), (out_b, grad_b) = results
+    tol = {"fp32": 1e-5, "bf16": 3e-2}[precision]
+    for a, b in zip(out_a, out_b):
+        assert float((a - b).norm() / a.norm()) < tol
+    assert grad_a.keys() == grad_b.keys()
+    for n in grad_a:
+        rel = float((grad_a[n] - grad_b[n]).norm() / grad_a[n].norm().clamp_min(1e-20))
+        assert rel < tol, (n, rel)
 
 
 def test_frame_networks_bucket_follows_the_gaussian_count():
@@ -123,27 +159,29 @@ def test_separable_ssim_equals_the_2d_window():
 
 @pytest.mark.gpu
 def test_cuda_graphs_match_the_eager_path():
-    """Replayed graphs give the eager values and gradients, across recaptures (count changes,
-    deformation switched on) and while the count stays inside a bucket."""
+    """Replayed graphs, with the fused deformation layers as training runs them, give the
+    eager values and gradients, across recaptures (count changes, deformation switched on)
+    and while the count stays inside a bucket."""
     from utils.general_utils import configure_precision
 
     configure_precision("fp32", torch.device("cuda"))
     m = _model(3000, "cuda")
     fn = FrameNetworks(m, graphs=True, bucket=1024)
     exp, campos = torch.rand(6, device="cuda"), torch.tensor([0.0, 0.0, 0.5], device="cuda")
-    _compare(m, fn, exp, campos, deform=False)
-    _compare(m, fn, exp, campos, deform=True)
+    check = functools.partial(_compare, atol=1e-4, rtol=1e-3, fused=True)
+    check(m, fn, exp, campos, deform=False)
+    check(m, fn, exp, campos, deform=True)
     assert fn.captures == 2
     for _ in range(3):  # replays with new inputs
         exp = torch.rand(6, device="cuda")
-        _compare(m, fn, exp, campos, deform=True)
+        check(m, fn, exp, campos, deform=True)
     assert fn.captures == 2
     for rows, captures, cap in ((2500, 2, 3072), (900, 3, 1024), (1500, 4, 2048)):
         # fewer rows inside the bucket: no capture; less than a third of it, or more: capture
         keep = torch.arange(rows, device="cuda") * m.num_gaussians // rows
         m.set_gaussians({k: getattr(m, k).detach()[keep] for k in
                          ("xyz", "rotation", "scaling", "derivations")})
-        _compare(m, fn, exp, campos, deform=True)
+        check(m, fn, exp, campos, deform=True)
         assert (fn.captures, fn._key[0]) == (captures, cap)
     loss_fn = TrainingLoss(0.2, 0.0, None, graphs=True)
     ref_fn = TrainingLoss(0.2, 0.0, None, graphs=False)

@@ -70,9 +70,9 @@ def test_backends_agree_on_a_trained_model(trained):
 
 
 PATHS = {
-    "reference": ["--precision", "fp32", "--cuda_graphs", "off"],
-    "graphs fp32": ["--precision", "fp32", "--cuda_graphs", "auto"],
-    "graphs mixed": ["--precision", "mixed", "--cuda_graphs", "auto"],
+    "reference": ["--precision", "fp32", "--fast_path", "off"],
+    "fast fp32": ["--precision", "fp32", "--fast_path", "auto"],
+    "fast mixed": ["--precision", "mixed", "--fast_path", "auto"],
 }
 
 
