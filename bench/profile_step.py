@@ -1,11 +1,13 @@
 """Where a training iteration's GPU time goes: the CUDA kernels of each stage of one step, at
 a given number of Gaussians, from the torch profiler.
 
-    python bench/profile_step.py [--gaussians 50000] [--res 512] [--top 12]
+    python bench/profile_step.py [--gaussians 50000] [--res 512] [--top 12] \
+        [--precision fp32|tf32|mixed] [--fast_path auto|off]
 
 Stages: deformation MLP, tri-plane sampling, decoders, rasterization, loss (each forward +
-backward, mixed precision as in training). Prints each stage's total CUDA time and its top
-kernels; complements bench/run.py, which times whole stages with host overhead included.
+backward, eagerly: the kernels that the fast path's CUDA graphs replay). Prints each stage's
+total CUDA time and its top kernels; complements bench/run.py, which times whole stages with
+host overhead included.
 """
 
 from __future__ import annotations
@@ -58,12 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--res", type=int, default=512)
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--device", default="cuda")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "mixed"))
+    p.add_argument("--fast_path", default="auto", choices=("auto", "off"),
+                   help="auto: the fused deformation layers")
     args = p.parse_args(argv)
     dev = torch.device(args.device)
     backend = resolve_backend("auto", dev)
     torch.manual_seed(0)
     m = GaussianHead(ModelConfig(exp_dim=46, radius=0.15)).to(dev)
-    m.autocast_dtype = configure_precision("mixed", dev)
+    m.autocast_dtype = configure_precision(args.precision, dev)
+    m.deform.fused = args.fast_path == "auto"
     n = args.gaussians
     xyz = torch.randn(n, 3) * 0.05
     m.init_from_points(xyz.numpy())

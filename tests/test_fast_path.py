@@ -183,11 +183,29 @@ def test_cuda_graphs_match_the_eager_path():
                          ("xyz", "rotation", "scaling", "derivations")})
         check(m, fn, exp, campos, deform=True)
         assert (fn.captures, fn._key[0]) == (captures, cap)
-    loss_fn = TrainingLoss(0.2, 0.0, None, graphs=True)
-    ref_fn = TrainingLoss(0.2, 0.0, None, graphs=False)
-    for _ in range(3):
-        img = torch.rand(3, 64, 80, device="cuda", requires_grad=True)
-        gt = (torch.rand(64, 80, 3, device="cuda") * 255).to(torch.uint8)
-        (ga,) = torch.autograd.grad(loss_fn(img, gt)[0], img)
-        (gb,) = torch.autograd.grad(ref_fn(img, gt)[0], img)
-        torch.testing.assert_close(ga, gb)
+
+
+
+@pytest.mark.gpu
+def test_graphed_loss_matches_the_eager_loss(tmp_path):
+    """The graphed loss, VGG term included (random VGG16 weights), gives the eager value and
+    image gradient, replay after replay."""
+    import torchvision
+
+    from utils.loss_utils import VGGPerceptualLoss
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.vgg16().state_dict(), tmp_path / "vgg16.pth")
+    vgg = VGGPerceptualLoss(str(tmp_path / "vgg16.pth")).cuda()
+    for term in (None, vgg):
+        loss_fn = TrainingLoss(0.2, 0.01, term, graphs=True)
+        ref_fn = TrainingLoss(0.2, 0.01, term, graphs=False)
+        for _ in range(3):
+            img = torch.rand(3, 64, 80, device="cuda", requires_grad=True)
+            gt = (torch.rand(64, 80, 3, device="cuda") * 255).to(torch.uint8)
+            fast, ref = loss_fn(img, gt), ref_fn(img, gt)
+            torch.testing.assert_close(fast[0], ref[0], rtol=1e-4, atol=1e-6)
+            assert fast[1].keys() == ref[1].keys()
+            (ga,) = torch.autograd.grad(fast[0], img)
+            (gb,) = torch.autograd.grad(ref[0], img)
+            torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-8)
