@@ -51,6 +51,30 @@ class _FrameModule(nn.Module):
         return tuple(getattr(g, k) for k in OUTPUTS)
 
 
+def _warm_capture_stream(device: torch.device) -> None:
+    """Give the stream that ``torch.cuda.graph`` captures on (shared by every capture) its
+    cuBLAS / cuBLASLt workspaces outside any capture.
+
+    Otherwise the first capture allocates them inside its graph's private memory pool and
+    torch (2.11) keeps using that pointer for the stream: once that graph is freed (we capture
+    again after densification), the next capture's matrix products write to freed memory
+    (CUBLAS_STATUS_EXECUTION_FAILED; pytorch/pytorch#193402). Workspaces made here live in
+    the ordinary allocator and are reused by every capture."""
+    if torch.cuda.graph.default_capture_stream is None:
+        torch.cuda.graph.default_capture_stream = torch.cuda.Stream(device)
+    stream = torch.cuda.graph.default_capture_stream
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for dtype in (torch.float32, torch.bfloat16):
+            a = torch.ones(64, 64, device=device, dtype=dtype)
+            b = torch.ones(64, device=device, dtype=dtype)
+            a @ a
+            torch.addmm(b, a, a)
+            torch._addmm_activation(b, a, a)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    torch.cuda.synchronize(device)
+
+
 def _functional(module: _FrameModule, names: list[str]):
     """``module`` as a function of its inputs and then its parameters (in ``names`` order).
 
@@ -119,7 +143,7 @@ class FrameNetworks:
             sample += [exp.detach().clone(), campos.detach().clone()]
             sample += [p.detach().requires_grad_(p.requires_grad) for p in self._params]
             fn, self._fn = self._fn, None  # free the previous graph's memory before capturing
-            torch.cuda.synchronize(dev)
+            _warm_capture_stream(dev)
             self._fn = torch.cuda.make_graphed_callables(
                 fn, tuple(sample), num_warmup_iters=self.warmup, allow_unused_input=True)
             self.captures += 1
@@ -179,6 +203,7 @@ class TrainingLoss:
         if self.graphs:
             key = tuple(image.shape)
             if key not in self._fns:
+                _warm_capture_stream(image.device)
                 sample = (image.detach().clone().requires_grad_(True), gt_u8.clone())
                 self._fns[key] = torch.cuda.make_graphed_callables(
                     _LossModule(self.module.weights, self.module._vgg), sample,

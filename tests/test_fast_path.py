@@ -183,6 +183,18 @@ def test_cuda_graphs_match_the_eager_path():
                          ("xyz", "rotation", "scaling", "derivations")})
         check(m, fn, exp, campos, deform=True)
         assert (fn.captures, fn._key[0]) == (captures, cap)
+    # many recaptures in a row (each frees the previous graph): every one must still compute
+    # the eager result (a stale cuBLAS workspace in a freed graph pool broke the second one)
+    for k in range(30):
+        rows = (2100, 100)[k % 2]  # out of the bucket every time: a capture each
+        keep = torch.arange(rows, device="cuda") % m.num_gaussians
+        m.set_gaussians({name: getattr(m, name).detach()[keep] for name in
+                         ("xyz", "rotation", "scaling", "derivations")})
+        g = fn(exp, campos, deform=True)
+        assert g.means.shape[0] == rows
+        if k % 10 == 9:
+            check(m, fn, exp, campos, deform=True)
+    assert fn.captures == 4 + 30
 
 
 
