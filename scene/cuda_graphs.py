@@ -22,6 +22,8 @@ padding included, so the CPU tests check the graphed path's arithmetic against
 
 from __future__ import annotations
 
+import gc
+
 import torch
 from torch import nn
 
@@ -51,15 +53,21 @@ class _FrameModule(nn.Module):
         return tuple(getattr(g, k) for k in OUTPUTS)
 
 
-def _warm_capture_stream(device: torch.device) -> None:
-    """Give the stream that ``torch.cuda.graph`` captures on (shared by every capture) its
-    cuBLAS / cuBLASLt workspaces outside any capture.
+def _prepare_capture(device: torch.device) -> None:
+    """Make a new capture safe after an earlier graph was dropped.
 
-    Otherwise the first capture allocates them inside its graph's private memory pool and
-    torch (2.11) keeps using that pointer for the stream: once that graph is freed (we capture
-    again after densification), the next capture's matrix products write to freed memory
-    (CUBLAS_STATUS_EXECUTION_FAILED; pytorch/pytorch#193402). Workspaces made here live in
-    the ordinary allocator and are reused by every capture."""
+    1. Destroy dropped graphs now (a graphed callable sits in a reference cycle, and torch no
+       longer collects garbage when a capture starts): a graph destroyed by the garbage
+       collector during the next capture releases its memory and cuBLAS state mid-capture.
+    2. Give the stream that ``torch.cuda.graph`` captures on (shared by every capture) its
+       cuBLAS / cuBLASLt workspaces outside any capture. Otherwise the first capture allocates
+       them in its graph's private pool and torch keeps using that pointer for the stream:
+       once that graph is freed, the next capture's matrix products use freed memory
+       (CUBLAS_STATUS_EXECUTION_FAILED on an H100, torch 2.11; pytorch/pytorch#193402).
+       Workspaces made here live in the ordinary allocator.
+    """
+    gc.collect()
+    torch.cuda.synchronize(device)
     if torch.cuda.graph.default_capture_stream is None:
         torch.cuda.graph.default_capture_stream = torch.cuda.Stream(device)
     stream = torch.cuda.graph.default_capture_stream
@@ -143,7 +151,7 @@ class FrameNetworks:
             sample += [exp.detach().clone(), campos.detach().clone()]
             sample += [p.detach().requires_grad_(p.requires_grad) for p in self._params]
             fn, self._fn = self._fn, None  # free the previous graph's memory before capturing
-            _warm_capture_stream(dev)
+            _prepare_capture(dev)
             self._fn = torch.cuda.make_graphed_callables(
                 fn, tuple(sample), num_warmup_iters=self.warmup, allow_unused_input=True)
             self.captures += 1
@@ -203,7 +211,7 @@ class TrainingLoss:
         if self.graphs:
             key = tuple(image.shape)
             if key not in self._fns:
-                _warm_capture_stream(image.device)
+                _prepare_capture(image.device)
                 sample = (image.detach().clone().requires_grad_(True), gt_u8.clone())
                 self._fns[key] = torch.cuda.make_graphed_callables(
                     _LossModule(self.module.weights, self.module._vgg), sample,
