@@ -200,6 +200,7 @@ def stage_split(t: Trainer, iteration: int, repeat: int = 20) -> dict:
     out["tri-plane + decoders (fwd+bwd)"]["bytes"] = 4 * n * (3 + 16 + 4 * 12 * 8 + 49)
 
     def networks_fb():
+        m.zero_grad(set_to_none=True)  # a graphed forward refuses to accumulate gradients
         g = t.frame_networks(exp, campos, deform=True)
         sum(getattr(g, k).sum() for k in ("means", "quats", "scales", "opacities", "sh")
             ).backward()

@@ -15,9 +15,16 @@ that stay fixed for many iterations, so their forward and backward passes are ca
 
 The rasterizer is not captured: gsplat sizes its tile lists on the host.
 
-Without graphs (``--cuda_graphs off``, or on the CPU) both classes run the same code eagerly,
-padding included, so the CPU tests check the graphed path's arithmetic against
-:meth:`GaussianHead.derive`.
+Without graphs (``--fast_path off``, or on the CPU) :class:`FrameNetworks` is plain
+``model.derive`` (no padding) and :class:`TrainingLoss` the eager loss. With ``pad=True`` the
+padded code runs eagerly, so the CPU tests check the graphed path's arithmetic against
+``model.derive``; ``tests/cuda_graph_emulation.py`` reproduces the graphs' buffer semantics on
+the CPU for whole training runs.
+
+A graphed call returns views of the graph's static buffers, and the backward hands the
+parameters views of static gradient buffers: each forward must be followed by its backward
+and the gradients set to None (``zero_grad(set_to_none=True)``) before the next forward, as
+:meth:`Trainer.step` does. :class:`FrameNetworks` refuses a call that would accumulate.
 """
 
 from __future__ import annotations
@@ -99,14 +106,18 @@ def _functional(module: _FrameModule, names: list[str]):
 
 
 class FrameNetworks:
-    """``model.derive`` for training, optionally replayed from CUDA graphs."""
+    """``model.derive`` for training, optionally replayed from CUDA graphs (``graphs``);
+    ``pad`` (default: as ``graphs``) pads the per-Gaussian tensors to ``bucket`` rows."""
 
     def __init__(self, model: GaussianHead, graphs: bool, bucket: int = 8192,
-                 warmup: int = 3):
+                 warmup: int = 3, pad: bool | None = None):
         if model.cfg.semantics != "fixed":
             raise ValueError("the graphed training step needs the fixed semantics")
         self.model = model
         self.graphs = graphs
+        self.pad = graphs if pad is None else pad
+        if graphs and not self.pad:
+            raise ValueError("CUDA graphs need the padded tensors (pad=True)")
         self.bucket = bucket
         self.warmup = warmup
         self.captures = 0  # how many times a graph was captured (for the logs and tests)
@@ -117,11 +128,6 @@ class FrameNetworks:
 
     def capacity_for(self, n: int) -> int:
         return max(self.bucket, -(-n // self.bucket) * self.bucket)
-
-    def invalidate(self) -> None:
-        """Drop the captured graph (after the networks' tensors were replaced)."""
-        self._fn = None
-        self._key = None
 
     def _prepare(self, n: int, deform: bool, exp: torch.Tensor, campos: torch.Tensor) -> None:
         m = self.model
@@ -166,8 +172,16 @@ class FrameNetworks:
         return out
 
     def __call__(self, exp: torch.Tensor, campos: torch.Tensor, deform: bool) -> FrameGaussians:
+        if not self.pad:
+            return self.model.derive(exp, campos, deform=deform)
         n = self.model.num_gaussians
         self._prepare(n, deform, exp, campos)
+        if self.graphs and any(p.grad is not None for p in self._params):
+            raise RuntimeError(
+                "a CUDA-graphed forward while the networks still hold gradients: the graph's "
+                "backward would overwrite them instead of adding to them. Set the gradients "
+                "to None (zero_grad(set_to_none=True)) after each backward, or train with "
+                "--fast_path off.")
         cap = self._key[0]
         outs = self._fn(*self._padded(n, cap), exp, campos, *self._params)
         return FrameGaussians(**{k: v[:n] for k, v in zip(OUTPUTS, outs)})

@@ -43,18 +43,21 @@ class _LinearReLU(torch.autograd.Function):
         xd, wd = x.to(dtype), weight.to(dtype)
         y = torch._addmm_activation(bias.to(dtype), xd, wd.t())
         ctx.save_for_backward(xd, wd, y)
-        ctx.dtypes = (x.dtype, weight.dtype)
+        ctx.dtypes = (x.dtype, weight.dtype, bias.dtype)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         xd, wd, y = ctx.saved_tensors
-        x_dtype, w_dtype = ctx.dtypes
+        x_dtype, w_dtype, b_dtype = ctx.dtypes
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
         g = torch.ops.aten.threshold_backward(grad.to(y.dtype), y, 0)
-        gx = (g @ wd).to(x_dtype) if ctx.needs_input_grad[0] else None
-        gw = (g.t() @ xd).to(w_dtype)
-        ones = torch.ones(1, g.shape[0], dtype=g.dtype, device=g.device)
-        gb = (ones @ g).view(-1).to(w_dtype)
+        gx = (g @ wd).to(x_dtype) if need_x else None
+        gw = (g.t() @ xd).to(w_dtype) if need_w else None
+        gb = None
+        if need_b:
+            ones = torch.ones(1, g.shape[0], dtype=g.dtype, device=g.device)
+            gb = (ones @ g).view(-1).to(b_dtype)
         return gx, gw, gb, None
 
 

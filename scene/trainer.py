@@ -212,8 +212,8 @@ class Trainer:
                       self.backend)
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
-        """One training iteration. Returns the loss terms (detached: no autograd graph outlives
-        the iteration, which a CUDA graph capture at the next one requires)."""
+        """One training iteration. Returns the loss terms (detached copies: no autograd graph
+        or graph buffer outlives the iteration)."""
         o = self.opt
         if iteration % SH_DEGREE_INTERVAL == 0:
             self.model.oneup_sh_degree()
@@ -245,7 +245,8 @@ class Trainer:
         for opt in self.optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
-        return {k: v.detach() for k, v in terms.items()}
+        # copies: on the fast path the terms are views of the loss graph's static outputs
+        return {k: v.detach().clone() for k, v in terms.items()}
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict:

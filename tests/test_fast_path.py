@@ -62,7 +62,7 @@ def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False):
 def test_padded_frame_networks_match_derive(deform):
     """Values and gradients of every parameter equal model.derive's, with padding rows."""
     m = _model(40)
-    fn = FrameNetworks(m, graphs=False, bucket=16)
+    fn = FrameNetworks(m, graphs=False, bucket=16, pad=True)
     _compare(m, fn, torch.rand(6), torch.tensor([0.0, 0.0, 0.5]), deform)
     assert fn._key[0] == 48  # 40 rows padded to three buckets
 
@@ -99,7 +99,7 @@ def test_fused_deformation_layers_match_the_eager_network(precision):
 
 def test_frame_networks_bucket_follows_the_gaussian_count():
     m = _model(40)
-    fn = FrameNetworks(m, graphs=False, bucket=16)
+    fn = FrameNetworks(m, graphs=False, bucket=16, pad=True)
     exp, campos = torch.rand(6), torch.tensor([0.0, 0.0, 0.5])
     caps = []
     for n in (40, 45, 48, 50, 40, 30, 10):
@@ -152,6 +152,67 @@ def test_separable_ssim_equals_the_2d_window():
            / ((mu1**2 + mu2**2 + c1) * (s1 + s2 + c2))).mean()
     torch.testing.assert_close(ssim(a, b), ref, atol=1e-12, rtol=1e-12)
     assert float(ssim(a, a)) == pytest.approx(1.0)
+
+
+def _cpu_trainer(root, data, graphs: bool):
+    from arguments import ModelParams, OptimizationParams, PipelineParams
+    from scene.trainer import Trainer
+
+    t = Trainer(
+        ModelParams(source_path=str(data), model_path=str(root), init_points=300,
+                    test_frames=1),
+        OptimizationParams(iterations=60, warm_up=20, densify_from_iter=5,
+                           densification_interval=10, densify_until_iter=60,
+                           densify_grad_threshold=1e-7, min_opacity=0.02),
+        PipelineParams(device="cpu"), test_iterations=[], save_iterations=[], quiet=True,
+        tensorboard=False, log=lambda *a: None)
+    # the fast path as on CUDA, with graphs emulated (or the same code run eagerly)
+    t.model.deform.fused = True
+    t.frame_networks = FrameNetworks(t.model, graphs=graphs, bucket=64, pad=True)
+    t.loss_fn.graphs = graphs
+    return t
+
+
+def test_emulated_cuda_graphs_train_exactly_like_the_eager_code(tmp_path, monkeypatch):
+    """Whole training runs (deformation switched on, densification growing and pruning the
+    set, recaptures) with the graphs' buffer semantics emulated on the CPU
+    (tests/cuda_graph_emulation.py) give bitwise the same losses and parameters as the same
+    code run eagerly; a step's returned terms survive the next step; a forward that would
+    accumulate gradients is refused."""
+    import scene.cuda_graphs as cuda_graphs
+    from tests import cuda_graph_emulation
+    from tests.helpers import write_tiny_dataset
+
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables",
+                        cuda_graph_emulation.make_graphed_callables)
+    monkeypatch.setattr(cuda_graphs, "_prepare_capture", lambda device: None)
+    data = write_tiny_dataset(tmp_path / "data", n=6, size=24)
+    eager = _cpu_trainer(tmp_path / "eager", data, graphs=False)
+    graphed = _cpu_trainer(tmp_path / "graphed", data, graphs=True)
+    counts = set()
+    previous = None
+    for it in range(1, 61):
+        torch.manual_seed(it)  # densification's split draws from the global generator
+        a = eager.step(it)
+        torch.manual_seed(it)
+        b = graphed.step(it)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (it, k, a[k], b[k])
+        if previous is not None:  # the last step's terms were not overwritten by this one
+            assert torch.equal(previous[0]["total"], previous[1])
+        previous = (b, b["total"].clone())
+        counts.add(graphed.model.num_gaussians)
+    assert len(counts) > 2 and graphed.frame_networks.captures >= 3, (
+        counts, graphed.frame_networks.captures)
+    sa, sb = eager.model.state_dict(), graphed.model.state_dict()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    # gradients left on the networks: the next graphed forward refuses to overwrite them
+    g = graphed.frame_networks(torch.rand(graphed.scene.exp_dim), torch.zeros(3), deform=True)
+    g.means.sum().backward()
+    with pytest.raises(RuntimeError, match="set_to_none"):
+        graphed.frame_networks(torch.rand(graphed.scene.exp_dim), torch.zeros(3), deform=True)
 
 
 # ------------------------------------------------------------------------------------ GPU
