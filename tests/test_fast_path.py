@@ -203,6 +203,7 @@ def test_emulated_cuda_graphs_train_exactly_like_the_eager_code(tmp_path, monkey
             assert torch.equal(previous[0]["total"], previous[1])
         previous = (b, b["total"].clone())
         counts.add(graphed.model.num_gaussians)
+    print(f"\nGaussian counts {sorted(counts)}, captures {graphed.frame_networks.captures}")
     assert len(counts) > 2 and graphed.frame_networks.captures >= 3, (
         counts, graphed.frame_networks.captures)
     sa, sb = eager.model.state_dict(), graphed.model.state_dict()
