@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# On a CUDA machine: the GPU tests (gsplat vs the torch backend, the release fixture through
-# gsplat, mixed precision vs fp32), then bench/run.py on a 512x512 synthetic head.
+# On a CUDA machine: the GPU tests (CUDA graphs against eager, gsplat vs the torch backend, the
+# release fixture through gsplat, training quality of the fast paths), then bench/run.py on a
+# 512x512 synthetic head for each path in GH_BENCH_PATHS, all at the same iteration count.
 #
-#   bash bench/gpu_check.sh [RESULTS_DIR] [BENCH_MINUTES]
+#   bash bench/gpu_check.sh [RESULTS_DIR] [ITERATIONS]
 #
 # Environment: PYTHON (default python3), GH_FIXTURE (the original-release fixture, default
 # ../shared/fixtures/original_checkpoint), GH_BENCH_DATA (dataset to benchmark; made with
-# tools/make_synthetic.py, 600 frames at 512x512, when missing), GH_BENCH_FRAMES.
+# tools/make_synthetic.py, 600 frames at 512x512, when missing), GH_BENCH_FRAMES,
+# GH_BENCH_PATHS (default "default reference mixed"; "" skips the benchmark), GH_SKIP_TESTS=1.
 set -uo pipefail
 export GH_COMMIT=${GH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}
 cd "$(dirname "$0")/.."
 results=${1:-bench/results}
-minutes=${2:-3}
+iterations=${2:-6000}
 PY=${PYTHON:-python3}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
 export PYTHONUNBUFFERED=1
@@ -35,9 +37,18 @@ torch.cuda.synchronize()
 print(f"gsplat ready in {time.time() - t0:.0f} s")
 PY
 rc=0
-"$PY" -m pytest -m gpu -q -s -p no:cacheprovider tests 2>&1 | tee "$results/gpu_tests.log"
-[ "${PIPESTATUS[0]}" = 0 ] || rc=1
-"$PY" bench/run.py --data "$data" --minutes "$minutes" --out "$results" 2>&1 \
-    | tee "$results/bench.log"
-[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+if [ "${GH_SKIP_TESTS:-0}" != 1 ]; then
+    "$PY" -m pytest -m gpu -q -s -rfE -p no:cacheprovider tests 2>&1 | tee "$results/gpu_tests.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+fi
+for path in ${GH_BENCH_PATHS-default reference mixed}; do
+    case $path in
+        default) flags=() ;;
+        reference) flags=(--reference) ;;
+        *) flags=(--precision "$path") ;;
+    esac
+    "$PY" bench/run.py --data "$data" --iterations "$iterations" "${flags[@]}" --out "$results" \
+        --tag "$path" 2>&1 | tee "$results/bench_$path.log"
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+done
 exit $rc

@@ -40,9 +40,10 @@ def _loss_and_grads(m: GaussianHead, g, cot: dict[str, torch.Tensor]):
             {name: p.grad.clone() for name, p in m.named_parameters() if p.grad is not None})
 
 
-def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False):
-    """fn (with the fused deformation layers if ``fused``) against model.derive (eager)."""
-    m.deform.fused = False
+def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False, ref_fused=False):
+    """fn (with the fused deformation layers if ``fused``) against model.derive (eager; fused
+    layers if ``ref_fused``)."""
+    m.deform.fused = ref_fused
     ref_g = m.derive(exp, campos, deform=deform)
     torch.manual_seed(1)
     cot = {k: torch.randn_like(getattr(ref_g, k)) for k in KEYS}
@@ -220,17 +221,21 @@ def test_emulated_cuda_graphs_train_exactly_like_the_eager_code(tmp_path, monkey
 
 
 @pytest.mark.gpu
-def test_cuda_graphs_match_the_eager_path():
+@pytest.mark.parametrize("precision", ["fp32", "mixed"])
+def test_cuda_graphs_match_the_eager_path(precision):
     """Replayed graphs, with the fused deformation layers as training runs them, give the
     eager values and gradients, across recaptures (count changes, deformation switched on)
     and while the count stays inside a bucket."""
     from utils.general_utils import configure_precision
 
-    configure_precision("fp32", torch.device("cuda"))
     m = _model(3000, "cuda")
+    m.autocast_dtype = configure_precision(precision, torch.device("cuda"))
     fn = FrameNetworks(m, graphs=True, bucket=1024)
     exp, campos = torch.rand(6, device="cuda"), torch.tensor([0.0, 0.0, 0.5], device="cuda")
-    check = functools.partial(_compare, atol=1e-4, rtol=1e-3, fused=True)
+    if precision == "fp32":  # graphed fused layers against the eager, unfused network
+        check = functools.partial(_compare, atol=1e-4, rtol=1e-3, fused=True)
+    else:  # bf16: against the same (fused) arithmetic run eagerly
+        check = functools.partial(_compare, atol=2e-3, rtol=2e-2, fused=True, ref_fused=True)
     check(m, fn, exp, campos, deform=False)
     check(m, fn, exp, campos, deform=True)
     assert fn.captures == 2
@@ -280,6 +285,8 @@ def test_graphed_loss_matches_the_eager_loss(tmp_path):
             fast, ref = loss_fn(img, gt), ref_fn(img, gt)
             torch.testing.assert_close(fast[0], ref[0], rtol=1e-4, atol=1e-6)
             assert fast[1].keys() == ref[1].keys()
+            for k in ref[1]:
+                torch.testing.assert_close(fast[1][k], ref[1][k], rtol=1e-4, atol=1e-6)
             (ga,) = torch.autograd.grad(fast[0], img)
             (gb,) = torch.autograd.grad(ref[0], img)
             torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-8)
