@@ -90,6 +90,39 @@ def _output_root(values: dict) -> Path:
     return out
 
 
+class _OrderedWriter:
+    """Runs the file writing of rendered frames on one background thread, in submission
+    order, so that PNG and video encoding overlap the rendering of the next frames. At most
+    ``pending`` frames wait; an error in the writer is raised in the caller at the next
+    :meth:`submit` or at :meth:`close`."""
+
+    def __init__(self, pending: int = 8):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer")
+        self._futures: list = []
+        self._pending = pending
+
+    def submit(self, fn, *args) -> None:
+        # collect finished frames (raising a writer error here) and wait while too many queue
+        while self._futures and (self._futures[0].done()
+                                 or len(self._futures) >= self._pending):
+            self._futures.pop(0).result()
+        self._futures.append(self._pool.submit(fn, *args))
+
+    def close(self) -> None:
+        """Wait for every frame; raise the first writer error."""
+        try:
+            for f in self._futures:
+                f.result()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Drop frames not yet written and wait for the one being written."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 @torch.no_grad()
 def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name: str,
                    background: torch.Tensor, backend: str, device: torch.device,
@@ -97,28 +130,36 @@ def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name:
                    deform: bool = True) -> Path:
     """Render cameras to ``out_dir/{renders,gt,depth}/%05d.png`` and ``<name>.mp4`` (plus a
     ground truth | render ``<name>_gt_render.mp4`` when ground truth exists). ``deform=False``
-    renders the canonical Gaussians (a model saved before its deformation was trained)."""
+    renders the canonical Gaussians (a model saved before its deformation was trained).
+    Files are written on a background thread while the next frames render."""
     renders, gts, depths = out_dir / "renders", out_dir / "gt", out_dir / "depth"
     for d in (renders, depths) + ((gts,) if gt_fn else ()):
         d.mkdir(parents=True, exist_ok=True)
     vid = VideoWriter(out_dir / f"{name}.mp4", fps) if video else None
     side = VideoWriter(out_dir / f"{name}_gt_render.mp4", fps) if video and gt_fn else None
+
+    def write(idx: int, img: np.ndarray, depth: np.ndarray, gt: np.ndarray | None) -> None:
+        write_png(renders / f"{idx:05d}.png", img)
+        write_png(depths / f"{idx:05d}.png", depth)
+        if vid:
+            vid.append(img)
+        if gt is not None:
+            write_png(gts / f"{idx:05d}.png", gt)
+            if side:
+                side.append(np.concatenate([gt, img], axis=1))
+
+    writer = _OrderedWriter()
     try:
         for idx, cam in enumerate(tqdm(cams, desc=f"Rendering {name}", disable=quiet)):
             g = model.derive(cam.exp.to(device), cam.campos(device), deform=deform)
             out = render(g, cam, background, model.cfg, model.active_sh_degree, backend)
-            img = to_uint8(out.image.clamp(0, 1))
-            write_png(renders / f"{idx:05d}.png", img)
             depth = out.depth[0]
-            write_png(depths / f"{idx:05d}.png", to_uint8(depth / (depth.max() + 1e-5)))
-            if vid:
-                vid.append(img)
-            if gt_fn:
-                gt = to_uint8(gt_fn(cam))
-                write_png(gts / f"{idx:05d}.png", gt)
-                if side:
-                    side.append(np.concatenate([gt, img], axis=1))
+            depth = to_uint8(depth / (depth.max() + 1e-5))
+            img = to_uint8(out.image.clamp(0, 1))
+            writer.submit(write, idx, img, depth, to_uint8(gt_fn(cam)) if gt_fn else None)
+        writer.close()
     except BaseException as err:
+        writer.abort()
         for w in (vid, side):
             if w:
                 w.__exit__(type(err), err, None)
