@@ -93,8 +93,8 @@ def _output_root(values: dict) -> Path:
 class _OrderedWriter:
     """Runs the file writing of rendered frames on one background thread, in submission
     order, so that PNG and video encoding overlap the rendering of the next frames. At most
-    ``pending`` frames wait; an error in the writer is raised in the caller at the next
-    :meth:`submit` or at :meth:`close`."""
+    ``pending`` frames wait. After an error in the writer no further frame is written, and the
+    error is raised in the caller at the next :meth:`submit` or at :meth:`close`."""
 
     def __init__(self, pending: int = 8):
         from concurrent.futures import ThreadPoolExecutor
@@ -102,24 +102,33 @@ class _OrderedWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer")
         self._futures: list = []
         self._pending = pending
+        self._failed = False
+
+    def _run(self, fn, args) -> None:
+        if self._failed:
+            return
+        try:
+            fn(*args)
+        except BaseException:
+            self._failed = True
+            raise
 
     def submit(self, fn, *args) -> None:
         # collect finished frames (raising a writer error here) and wait while too many queue
         while self._futures and (self._futures[0].done()
                                  or len(self._futures) >= self._pending):
             self._futures.pop(0).result()
-        self._futures.append(self._pool.submit(fn, *args))
+        self._futures.append(self._pool.submit(self._run, fn, args))
 
     def close(self) -> None:
         """Wait for every frame; raise the first writer error."""
-        try:
-            for f in self._futures:
-                f.result()
-        finally:
-            self._pool.shutdown(wait=True)
+        for f in self._futures:
+            f.result()
+        self._pool.shutdown(wait=True)
 
     def abort(self) -> None:
         """Drop frames not yet written and wait for the one being written."""
+        self._failed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -159,10 +168,16 @@ def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name:
             writer.submit(write, idx, img, depth, to_uint8(gt_fn(cam)) if gt_fn else None)
         writer.close()
     except BaseException as err:
-        writer.abort()
-        for w in (vid, side):
-            if w:
-                w.__exit__(type(err), err, None)
+        # drop the queued frames; the videos' temporary files are removed whatever happens
+        try:
+            writer.abort()
+        finally:
+            for w in (vid, side):
+                if w:
+                    try:
+                        w.__exit__(type(err), err, None)
+                    except Exception:  # the original error is the one to report
+                        pass
         raise
     for w in (vid, side):
         if w:

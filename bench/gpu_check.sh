@@ -8,9 +8,9 @@
 # Environment: PYTHON (default python3), GH_FIXTURE (the original-release fixture, default
 # ../shared/fixtures/original_checkpoint), GH_BENCH_DATA (dataset to benchmark; made with
 # tools/make_synthetic.py, 600 frames at 512x512, when missing), GH_BENCH_FRAMES,
-# GH_BENCH_PATHS (default "default reference mixed"; "" skips the benchmark), GH_SKIP_TESTS=1.
+# GH_BENCH_PATHS (default "default reference mixed"; also fp32, tf32 = --precision NAME; ""
+# skips the benchmark), GH_SKIP_TESTS=1, GH_COMMIT (recorded where the tree has no .git).
 set -uo pipefail
-export GH_COMMIT=${GH_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)}
 cd "$(dirname "$0")/.."
 results=${1:-bench/results}
 iterations=${2:-6000}
@@ -47,7 +47,8 @@ for path in ${GH_BENCH_PATHS-default reference mixed}; do
         reference) flags=(--reference) ;;
         *) flags=(--precision "$path") ;;
     esac
-    "$PY" bench/run.py --data "$data" --iterations "$iterations" "${flags[@]}" --out "$results" \
+    "$PY" bench/run.py --data "$data" --iterations "$iterations" ${flags[@]+"${flags[@]}"} \
+        --out "$results" \
         --tag "$path" 2>&1 | tee "$results/bench_$path.log"
     [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 done

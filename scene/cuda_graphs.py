@@ -174,14 +174,14 @@ class FrameNetworks:
     def __call__(self, exp: torch.Tensor, campos: torch.Tensor, deform: bool) -> FrameGaussians:
         if not self.pad:
             return self.model.derive(exp, campos, deform=deform)
-        n = self.model.num_gaussians
-        self._prepare(n, deform, exp, campos)
-        if self.graphs and any(p.grad is not None for p in self._params):
+        if self.graphs and any(p.grad is not None for p in self.model.parameters()):
             raise RuntimeError(
-                "a CUDA-graphed forward while the networks still hold gradients: the graph's "
+                "a CUDA-graphed forward while the model still holds gradients: the graph's "
                 "backward would overwrite them instead of adding to them. Set the gradients "
                 "to None (zero_grad(set_to_none=True)) after each backward, or train with "
                 "--fast_path off.")
+        n = self.model.num_gaussians
+        self._prepare(n, deform, exp, campos)
         cap = self._key[0]
         outs = self._fn(*self._padded(n, cap), exp, campos, *self._params)
         return FrameGaussians(**{k: v[:n] for k, v in zip(OUTPUTS, outs)})

@@ -7,6 +7,12 @@ detached views of static output tensors that the next call overwrites; the backw
 the incoming gradients into static tensors and returns detached views of static gradient
 tensors, also overwritten by the next backward. Only the CUDA kernels are missing: the
 computation runs eagerly, so the arithmetic is the eager path's.
+
+What it does not reproduce: a real graph freezes the Python-side state of its capture (module
+flags, autocast, which code path ran) and replays the same kernels, while this one runs the
+Python again at every call, so a stale capture (a missing reason to capture again) goes
+unnoticed here; the warm-up runs; the checks of the real function (autocast cache, hooks,
+buffers that need gradients); a second backward of one forward (an error here).
 """
 
 from __future__ import annotations

@@ -46,6 +46,20 @@ def test_ordered_writer_raises_the_writer_error():
     w.abort()
 
 
+def test_ordered_writer_runs_in_the_background():
+    """submit() returns while earlier frames are still being written."""
+    import threading
+
+    release = threading.Event()
+    w = render._OrderedWriter(pending=4)
+    w.submit(release.wait, 5.0)
+    t0 = time.perf_counter()
+    w.submit(lambda: None)
+    assert time.perf_counter() - t0 < 1.0  # the first job still blocks the writer thread
+    release.set()
+    w.close()
+
+
 def _scene(n_frames=6):
     torch.manual_seed(0)
     m = GaussianHead(ModelConfig(exp_dim=4, radius=0.2))
@@ -84,6 +98,7 @@ def test_render_cameras_stops_on_a_write_error(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         render.render_cameras(m, cams, tmp_path / "r", "test", torch.ones(3), "torch",
                               torch.device("cpu"), quiet=True)
-    # no half-written video is left behind (the writer removes its temp file)
+    # nothing is written after the failing file, and no half-written video is left behind
+    assert len(calls) == 7
     assert not (tmp_path / "r" / "test.mp4").exists()
     assert not any(p.suffix == ".mp4" for p in (tmp_path / "r").iterdir())
