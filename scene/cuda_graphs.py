@@ -9,8 +9,9 @@ that stay fixed for many iterations, so their forward and backward passes are ca
   decoders, i.e. :meth:`GaussianHead.frame`. The number of Gaussians changes at every
   densification, so the per-Gaussian tensors are padded up to a multiple of ``bucket`` rows
   (padding rows are unit quaternions at the head's centre; their outputs are dropped, so they
-  contribute nothing to any gradient). The graph is captured again only when the count leaves
-  its bucket, when the deformation network is switched on, or after a resume.
+  contribute nothing to any gradient). The graph is captured again only when the count grows
+  past the capacity or shrinks by two buckets or more, when the deformation network is
+  switched on, or when the precision (autocast dtype) changes.
 - :class:`TrainingLoss`: L1, SSIM and the VGG term for one frame (fixed image size).
 
 The rasterizer is not captured: gsplat sizes its tile lists on the host.
@@ -148,19 +149,20 @@ class FrameNetworks:
             "derivations": unit[:, None].expand(rows, m.cfg.num_derivations, 4).clone(),
         }
         module = _FrameModule(m, deform)
-        names = [n for n, _ in module.named_parameters()]
-        self._params = [p for _, p in module.named_parameters()]
-        self._fn = _functional(module, names)
+        named = list(module.named_parameters())
+        self._params = [p for _, p in named]
+        fn = _functional(module, [name for name, _ in named])
+        self._fn = None  # drop the previous graph (and its memory) before a new capture
         if self.graphs:
             sample = [t.detach().clone().requires_grad_(True)
                       for t in self._padded(n, cap, detach=True)]
             sample += [exp.detach().clone(), campos.detach().clone()]
             sample += [p.detach().requires_grad_(p.requires_grad) for p in self._params]
-            fn, self._fn = self._fn, None  # free the previous graph's memory before capturing
             _prepare_capture(dev)
-            self._fn = torch.cuda.make_graphed_callables(
+            fn = torch.cuda.make_graphed_callables(
                 fn, tuple(sample), num_warmup_iters=self.warmup, allow_unused_input=True)
             self.captures += 1
+        self._fn = fn
         self._key = (cap, deform, m.autocast_dtype)
 
     def _padded(self, n: int, cap: int, detach: bool = False) -> list[torch.Tensor]:
