@@ -67,14 +67,29 @@ def render(gaussians: FrameGaussians, camera: Camera, background: torch.Tensor,
     ``cfg`` carries the model's rasterization conventions (alpha clamp, near plane, whether
     the principal point is centred); ``sh_degree`` is the active SH degree.
     """
-    viewmat, K, _, _ = camera.tensors(gaussians.means.device, cfg.centred_principal_point)
+    viewmat, K, campos, _ = camera.tensors(gaussians.means.device,
+                                           cfg.centred_principal_point)
     w, h = camera.width, camera.height
     if backend == "gsplat":
-        return _render_gsplat(gaussians, viewmat, K, w, h, background, cfg, sh_degree)
+        return _render_gsplat(gaussians, viewmat, K, campos, w, h, background, cfg, sh_degree)
     return _render_torch(gaussians, viewmat, K, w, h, background, cfg, sh_degree)
 
 
-def _render_gsplat(g: FrameGaussians, viewmat, K, w, h, background, cfg, sh_degree
+def _sh_colors_cuda(sh_degree: int, means: torch.Tensor, sh: torch.Tensor,
+                    campos: torch.Tensor) -> torch.Tensor:
+    """RGB of SH coefficients sh [..., N, K, 3] seen from campos [..., 3] (gsplat's SH kernel,
+    3DGS's +0.5 and clamp, as :func:`utils.sh_utils.eval_sh_colors`). -> [..., N, 3]
+
+    Done here rather than by ``rasterization(sh_degree=...)``, which takes the camera position
+    from ``torch.inverse`` of the view matrix: an inverse synchronises the host with the GPU.
+    """
+    from gsplat import spherical_harmonics
+
+    rgb = spherical_harmonics(sh_degree, means - campos.unsqueeze(-2), sh)
+    return torch.clamp_min(rgb + 0.5, 0.0)
+
+
+def _render_gsplat(g: FrameGaussians, viewmat, K, campos, w, h, background, cfg, sh_degree
                    ) -> RenderOutput:
     from gsplat import rasterization
 
@@ -82,7 +97,7 @@ def _render_gsplat(g: FrameGaussians, viewmat, K, w, h, background, cfg, sh_degr
     colors, alphas, meta = rasterization(
         means=g.means, quats=None if use_covars else g.quats,
         scales=None if use_covars else g.scales, covars=g.covars if use_covars else None,
-        opacities=g.opacities, colors=g.sh, sh_degree=sh_degree,
+        opacities=g.opacities, colors=_sh_colors_cuda(sh_degree, g.means, g.sh, campos),
         viewmats=viewmat[None], Ks=K[None], width=w, height=h,
         near_plane=cfg.near_plane, backgrounds=background[None], render_mode="RGB+ED",
         packed=False, rasterize_mode="classic",
@@ -154,7 +169,8 @@ def render_batch(model, cameras: list[Camera], background: torch.Tensor,
     colors, _, _ = rasterization(
         means=g.means, quats=None if use_covars else g.quats,
         scales=None if use_covars else g.scales, covars=g.covars if use_covars else None,
-        opacities=g.opacities, colors=g.sh, sh_degree=model.active_sh_degree,
+        opacities=g.opacities,
+        colors=_sh_colors_cuda(model.active_sh_degree, g.means, g.sh, campos),
         viewmats=torch.stack([t[0] for t in tens])[:, None],
         Ks=torch.stack([t[1] for t in tens])[:, None], width=w, height=h,
         near_plane=cfg.near_plane, backgrounds=background.expand(len(cameras), 1, 3),

@@ -95,21 +95,36 @@ class DeformNetwork(nn.Module):
         if exp.dim() == 1:
             exp = exp.unsqueeze(0).expand(xyz.shape[0], -1)
         inp = torch.cat([self.embed(xyz), exp.to(xyz.dtype)], dim=-1)
-        h = inp
         if self.fused:
-            dtype = _compute_dtype(inp)
-            inp = inp.to(dtype)
-            h = inp
-            for i, layer in enumerate(self.linear):
-                h = _LinearReLU.apply(h, layer.weight, layer.bias, dtype)
-                if i in self.skips:
-                    h = torch.cat([inp, h], dim=-1)
-            heads = (self.gaussian_warp, self.gaussian_rotation, self.gaussian_scaling)
-            out = F.linear(h, torch.cat([m.weight for m in heads]).to(dtype),
-                           torch.cat([m.bias for m in heads]).to(dtype))
-            return out.split([3, 4, 3], dim=-1)
+            return self._forward_fused(inp)
+        h = inp
         for i, layer in enumerate(self.linear):
             h = torch.relu(layer(h))
             if i in self.skips:
                 h = torch.cat([inp, h], dim=-1)
         return self.gaussian_warp(h), self.gaussian_rotation(h), self.gaussian_scaling(h)
+
+    def _forward_fused(self, inp: torch.Tensor):
+        """The same function with tensor-core friendly shapes: the input (and the skip layer's
+        input columns) zero-padded to a multiple of 8 columns and the three heads as one product
+        of 16 rows, so every operand row is 16-byte aligned in bf16 (an unaligned row stride,
+        as 109 or 365 columns, sends cuBLAS to slow align-1 kernels)."""
+        dtype = _compute_dtype(inp)
+        pad = -self.in_dim % 8
+        inp = F.pad(inp.to(dtype), (0, pad))
+        h = inp
+        for i, layer in enumerate(self.linear):
+            w = layer.weight
+            if i == 0:
+                w = F.pad(w, (0, pad))
+            elif i - 1 in self.skips:  # columns: [input, previous layer]
+                w = torch.cat([w[:, :self.in_dim], w.new_zeros(w.shape[0], pad),
+                               w[:, self.in_dim:]], dim=1)
+            h = _LinearReLU.apply(h, w, layer.bias, dtype)
+            if i in self.skips:
+                h = torch.cat([inp, h], dim=-1)
+        heads = (self.gaussian_warp, self.gaussian_rotation, self.gaussian_scaling)
+        w = F.pad(torch.cat([m.weight for m in heads]), (0, 0, 0, 6))
+        b = F.pad(torch.cat([m.bias for m in heads]), (0, 6))
+        out = F.linear(h, w.to(dtype), b.to(dtype))
+        return out[:, :3], out[:, 3:7], out[:, 7:10]
