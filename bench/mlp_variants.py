@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="eager,fused",
                    help="comma list of eager, fused, compiled (torch.compile of eager)")
     p.add_argument("--precisions", default="fp32,tf32,bf16")
+    p.add_argument("--profile", type=int, default=0, metavar="TOP",
+                   help="also list each variant's TOP most expensive kernels (fwd+bwd)")
     args = p.parse_args(argv)
     dev = torch.device(args.device)
     torch.manual_seed(0)
@@ -101,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             fw = _time(lambda m=model, pr=precision: run(m, pr, False), dev)
             print(f"  {label:8s} {precision:4s}  fwd+bwd {fb:7.3f} ms  fwd {fw:7.3f} ms  "
                   f"rel. error out {err:.1e} grad {gerr:.1e}{extra}")
+            if args.profile:
+                from bench.profile_step import profile
+
+                total, top = profile(lambda m=model, pr=precision: run(m, pr, True), dev)
+                print(f"    kernels {total:.3f} ms per fwd+bwd")
+                for key, ms, count in top[:args.profile]:
+                    print(f"    {ms:7.3f} ms  x{count:<3d} {key}")
     return 0
 
 
