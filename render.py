@@ -28,6 +28,7 @@ from arguments import (
 from gaussian_renderer import render, resolve_backend
 from scene import Scene
 from scene.cameras import Camera, orbit_cameras
+from scene.cuda_graphs import RenderNetworks
 from scene.gaussian_model import GaussianHead
 from scene.model_io import load_model
 from utils.errors import DatasetError, OptionError, run_cli
@@ -136,11 +137,12 @@ class _OrderedWriter:
 def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name: str,
                    background: torch.Tensor, backend: str, device: torch.device,
                    gt_fn=None, fps: float = 25.0, video: bool = True, quiet: bool = False,
-                   deform: bool = True) -> Path:
+                   deform: bool = True, networks: RenderNetworks | None = None) -> Path:
     """Render cameras to ``out_dir/{renders,gt,depth}/%05d.png`` and ``<name>.mp4`` (plus a
     ground truth | render ``<name>_gt_render.mp4`` when ground truth exists). ``deform=False``
     renders the canonical Gaussians (a model saved before its deformation was trained).
-    Files are written on a background thread while the next frames render."""
+    Files are written on a background thread while the next frames render. ``networks``
+    (CUDA graphs of the per-frame networks) replaces ``model.derive`` where given."""
     renders, gts, depths = out_dir / "renders", out_dir / "gt", out_dir / "depth"
     for d in (renders, depths) + ((gts,) if gt_fn else ()):
         d.mkdir(parents=True, exist_ok=True)
@@ -160,7 +162,10 @@ def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name:
     writer = _OrderedWriter()
     try:
         for idx, cam in enumerate(tqdm(cams, desc=f"Rendering {name}", disable=quiet)):
-            g = model.derive(cam.exp.to(device), cam.campos(device), deform=deform)
+            if networks is not None and deform:
+                g = networks.frame(cam.exp.to(device), cam.campos(device))
+            else:
+                g = model.derive(cam.exp.to(device), cam.campos(device), deform=deform)
             out = render(g, cam, background, model.cfg, model.active_sh_degree, backend)
             depth = out.depth[0]
             depth = to_uint8(depth / (depth.max() + 1e-5))
@@ -187,7 +192,8 @@ def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name:
 
 def render_novel_view(model: GaussianHead, scene: Scene, out_root: Path, iteration: int,
                       backend: str, device: torch.device, n_frames: int = 100,
-                      fps: float = 25.0, video: bool = True, quiet: bool = False) -> Path:
+                      fps: float = 25.0, video: bool = True, quiet: bool = False,
+                      networks: RenderNetworks | None = None) -> Path:
     """The test expressions (train ones if there is no test set) seen from an orbit."""
     src = scene.test_cameras or scene.train_cameras
     cams = orbit_cameras([c.exp for c in src], scene.info.intrinsics, scene.camera_distance,
@@ -195,7 +201,7 @@ def render_novel_view(model: GaussianHead, scene: Scene, out_root: Path, iterati
     bg = torch.tensor(scene.background, device=device)
     return render_cameras(model, cams, Path(out_root) / "novel_view" / f"ours_{iteration}",
                           "novel_view", bg, backend, device, None, fps, video, quiet,
-                          model.deforms_at(iteration))
+                          model.deforms_at(iteration), networks)
 
 
 def driving_cameras(path: str, model: GaussianHead, scene: Scene, use_pose: bool
@@ -237,9 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     # the original release computed in fp32: its checkpoints render in fp32 whatever --precision
     precision = "fp32" if model.cfg.semantics == "release" else v["precision"]
     model.autocast_dtype = configure_precision(precision, device)
-    # the fast path's fused linear+ReLU layers (same function; not for the release's models)
-    model.deform.fused = (device.type == "cuda" and model.cfg.semantics == "fixed"
-                          and v.get("fast_path", "auto") == "auto")
+    # the fast path (not for the release's models): fused linear+ReLU layers (same function)
+    # and the per-frame networks replayed from a CUDA graph
+    fast = (device.type == "cuda" and model.cfg.semantics == "fixed"
+            and v.get("fast_path", "auto") == "auto")
+    model.deform.fused = fast
+    networks = RenderNetworks(model, graphs=True) if fast else None
     if model.cfg.exp_dim != scene.exp_dim:
         raise DatasetError(f"{v['source_path']} has expressions of {scene.exp_dim} values but "
                            f"the model expects {model.cfg.exp_dim}. Fix: pass -s with the "
@@ -249,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Rendering {v['model_path']} iteration {it}{note}, {model.num_gaussians} Gaussians, "
           f"backend {backend} on {device}; writing to {out_root}")
     bg = torch.tensor(scene.background, device=device)
-    common = {"fps": v["fps"], "video": not v["no_video"], "quiet": v["quiet"]}
+    common = {"fps": v["fps"], "video": not v["no_video"], "quiet": v["quiet"],
+              "networks": networks}
     if not model.deforms_at(it):
         print(f"note: iteration {it} precedes the deformation network's training (from "
               f"iteration {model.cfg.deform_from}): rendering the canonical head")

@@ -294,15 +294,21 @@ def measure_ceilings(device: torch.device) -> tuple[float, float]:
 
 @torch.no_grad()
 def render_speed(t: Trainer, frames: int, batch: int) -> dict:
-    """Frames/s of deformation + decoders + rasterization for dataset cameras, no I/O."""
+    """Frames/s of deformation + decoders + rasterization for dataset cameras, no I/O; on the
+    fast path the networks replay CUDA graphs, as render.py runs them."""
     from gaussian_renderer import render_batch
+    from scene.cuda_graphs import RenderNetworks
 
     dev, m = t.device, t.model
+    nets = RenderNetworks(m, graphs=t.graphs) if t.graphs else None
     cams = (t.scene.test_cameras or t.scene.train_cameras)
     cams = [cams[i % len(cams)] for i in range(frames)]
 
     def one(c):
-        g = m.derive(c.exp.to(dev), c.campos(dev), deform=True)
+        if nets is not None:
+            g = nets.frame(c.exp.to(dev), c.campos(dev))
+        else:
+            g = m.derive(c.exp.to(dev), c.campos(dev), deform=True)
         return render(g, c, t.background, m.cfg, m.active_sh_degree, t.backend).image
 
     for c in cams[:5]:
@@ -316,12 +322,12 @@ def render_speed(t: Trainer, frames: int, batch: int) -> dict:
         lat.append(time.perf_counter() - t0)
     res = {"latency_ms": 1000 * statistics.median(lat), "frames": len(cams)}
     if batch > 1:
-        render_batch(m, cams[:batch], t.background, t.backend)  # warm-up
+        render_batch(m, cams[:batch], t.background, t.backend, nets)  # warm-up
         _sync(dev)
         t0 = time.perf_counter()
         done = 0
         while done < frames:
-            render_batch(m, cams[done:done + batch], t.background, t.backend)
+            render_batch(m, cams[done:done + batch], t.background, t.backend, nets)
             done += batch
         _sync(dev)
         res["throughput_fps"] = done / (time.perf_counter() - t0)
@@ -330,6 +336,42 @@ def render_speed(t: Trainer, frames: int, batch: int) -> dict:
         res["throughput_fps"] = 1000.0 / res["latency_ms"]
         res["batch"] = 1
     return res
+
+
+def _device_busy_s(prof) -> float:
+    """Seconds in which at least one kernel, copy or fill ran: the union of the device
+    activities' intervals (a plain sum would count concurrent work twice)."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA)
+    busy, end = 0.0, float("-inf")
+    for a, b in spans:
+        if b <= end:
+            continue
+        busy += b - max(a, end)
+        end = b
+    return busy / 1e6
+
+
+def host_syncs(t: Trainer, start: int, n: int = 10) -> dict:
+    """Where the training loop makes the host wait for the GPU: torch's sync debug mode over
+    ``n`` iterations, as {source line: synchronizations per iteration}."""
+    import warnings
+    from collections import Counter
+
+    counts: Counter = Counter()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for it in range(start, start + n):
+                t.step(it)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    _sync(t.device)
+    for w in caught:
+        if "synchroniz" in str(w.message):
+            counts[f"{Path(w.filename).parent.name}/{Path(w.filename).name}:{w.lineno}"] += 1
+    return {k: v / n for k, v in counts.most_common()}
 
 
 def outside_gpu(t: Trainer, start: int, n: int = 20) -> dict:
@@ -346,7 +388,7 @@ def outside_gpu(t: Trainer, start: int, n: int = 20) -> dict:
         _sync(t.device)
         wall = time.perf_counter() - t0
     events = prof.key_averages()
-    busy = sum(e.self_device_time_total for e in events) / 1e6
+    busy = _device_busy_s(prof)
     # where the host time goes: the operators with the most self CPU time, and kernel counts
     top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:25]
     launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel",
@@ -354,6 +396,7 @@ def outside_gpu(t: Trainer, start: int, n: int = 20) -> dict:
     return {"wall_ms_per_it": 1000 * wall / n, "gpu_busy_ms_per_it": 1000 * busy / n,
             "outside_gpu_ms_per_it": 1000 * max(0.0, wall - busy) / n,
             "kernel_launches_per_it": launches / n,
+            "host_syncs_per_it": host_syncs(t, start + n),
             "top_host_ops_ms_per_it": {e.key: round(e.self_cpu_time_total / 1000 / n, 3)
                                        for e in top}}
 
@@ -466,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
     print(row)
     for k, v in stages.items():
         print(f"  {k:34s} {1000 * v['s']:8.3f} ms   floor {1000 * v['floor_s']:7.3f} ms")
+    if outside:
+        print(f"  under the profiler: {outside['wall_ms_per_it']:.2f} ms per iteration, GPU busy "
+              f"{outside['gpu_busy_ms_per_it']:.2f} ms; host syncs per iteration: "
+              + (", ".join(f"{k} x{v:g}" for k, v in outside["host_syncs_per_it"].items())
+                 or "none"))
     if not math.isfinite(rate):
         print("warning: fewer than one timing window; train longer for a rate")
     return 0

@@ -146,11 +146,12 @@ def means2d_grad(out: RenderOutput) -> torch.Tensor | None:
 
 @torch.no_grad()
 def render_batch(model, cameras: list[Camera], background: torch.Tensor,
-                 backend: Backend = "torch") -> torch.Tensor:
+                 backend: Backend = "torch", networks=None) -> torch.Tensor:
     """Render several frames (expression + camera each) of one model. -> [B, 3, H, W]
 
-    With gsplat all frames go through the networks and the rasterizer in one call each; the
-    torch backend renders them one by one.
+    With gsplat all frames go through the networks and the rasterizer in one call each (the
+    networks through ``networks``, a :class:`scene.cuda_graphs.RenderNetworks`, when given);
+    the torch backend renders them one by one.
     """
     device = model.xyz.device
     cfg = model.cfg
@@ -163,7 +164,7 @@ def render_batch(model, cameras: list[Camera], background: torch.Tensor,
                    ).image for e, c, cam in zip(exps, campos, cameras)])
     from gsplat import rasterization
 
-    g = model.derive_batch(exps, campos)
+    g = networks(exps, campos) if networks is not None else model.derive_batch(exps, campos)
     use_covars = g.covars is not None
     w, h = cameras[0].width, cameras[0].height
     colors, _, _ = rasterization(

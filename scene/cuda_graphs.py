@@ -238,3 +238,60 @@ class TrainingLoss:
         out = dict(zip(self.names, terms.unbind()))
         out["total"] = total
         return total, out
+
+
+class RenderNetworks:
+    """The per-frame networks of a trained model for rendering: ``model.derive_batch`` without
+    gradients, replayed from a CUDA graph when ``graphs`` (one capture per batch size and
+    Gaussian count). An eager render of one frame at 100k Gaussians spends most of its time
+    launching the networks' kernels; a replay is one launch.
+
+    The graph reads the parameters' memory as it was at capture: the model must not be
+    trained, densified or reloaded while this object is in use. The returned tensors are the
+    graph's static outputs, overwritten by the next call: rasterize them before calling again.
+    Without ``graphs`` this is ``model.derive_batch`` itself (the CPU, ``--fast_path off``).
+    """
+
+    def __init__(self, model: GaussianHead, graphs: bool, warmup: int = 2):
+        if graphs and model.cfg.semantics != "fixed":
+            raise ValueError("graphed rendering needs the fixed semantics")
+        self.model = model
+        self.graphs = graphs
+        self.warmup = warmup
+        self.captures = 0
+        self._graphs: dict[tuple, tuple] = {}
+
+    @torch.no_grad()
+    def __call__(self, exps: torch.Tensor, campos: torch.Tensor) -> FrameGaussians:
+        """exps [B, E], campos [B, 3] -> Gaussians of B frames (tensors with a leading B)."""
+        m = self.model
+        if not self.graphs:
+            return m.derive_batch(exps, campos)
+        key = (exps.shape[0], m.num_gaussians, m.autocast_dtype, m.deform.fused,
+               m.xyz.data_ptr())
+        if key not in self._graphs:
+            self._graphs.clear()  # one live graph: a new batch size or model replaces it
+            dev = m.xyz.device
+            static_in = (exps.detach().clone(), campos.detach().clone())
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):
+                for _ in range(self.warmup):
+                    m.derive_batch(*static_in)
+            torch.cuda.current_stream(dev).wait_stream(side)
+            _prepare_capture(dev)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = m.derive_batch(*static_in)
+            self._graphs[key] = (graph, static_in, out)
+            self.captures += 1
+        graph, (e, c), out = self._graphs[key]
+        e.copy_(exps)
+        c.copy_(campos)
+        graph.replay()
+        return out
+
+    def frame(self, exp: torch.Tensor, campos: torch.Tensor) -> FrameGaussians:
+        """One frame: exp [E], campos [3] -> its Gaussians (views of the batch of one)."""
+        g = self(exp[None], campos[None])
+        return FrameGaussians(**{k: (None if v is None else v[0]) for k, v in vars(g).items()})

@@ -258,6 +258,7 @@ def test_cuda_graphs_match_the_eager_path(precision):
         keep = torch.arange(rows, device="cuda") % m.num_gaussians
         m.set_gaussians({name: getattr(m, name).detach()[keep] for name in
                          ("xyz", "rotation", "scaling", "derivations")})
+        m.zero_grad(set_to_none=True)
         g = fn(exp, campos, deform=True)
         assert g.means.shape[0] == rows
         if k % 10 == 9:
@@ -291,3 +292,39 @@ def test_graphed_loss_matches_the_eager_loss(tmp_path):
             (ga,) = torch.autograd.grad(fast[0], img)
             (gb,) = torch.autograd.grad(ref[0], img)
             torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-8)
+
+
+def _check_render_networks(device: str, graphs: bool):
+    from scene.cuda_graphs import RenderNetworks
+
+    m = _model(700, device)
+    m.active_sh_degree = 3
+    m.deform.fused = device == "cuda"
+    nets = RenderNetworks(m, graphs=graphs)
+    gen = torch.Generator().manual_seed(0)
+    for b in (3, 3, 1, 1):  # a capture per batch size, then replays with new inputs
+        exps = torch.rand(b, 6, generator=gen).to(device)
+        campos = (torch.rand(b, 3, generator=gen) - 0.5).to(device) + torch.tensor(
+            [0.0, 0.0, 0.6], device=device)
+        g = nets.frame(exps[0], campos[0]) if b == 1 else nets(exps, campos)
+        for k in range(b):
+            ref = m.derive(exps[k], campos[k])
+            for name in KEYS:
+                got = getattr(g, name) if b == 1 else getattr(g, name)[k]
+                torch.testing.assert_close(got, getattr(ref, name), atol=1e-5, rtol=1e-4)
+    return nets
+
+
+def test_render_networks_match_derive_on_the_cpu():
+    """Without graphs, RenderNetworks is derive_batch: every frame of a batch, and frame(),
+    equal model.derive."""
+    nets = _check_render_networks("cpu", graphs=False)
+    assert nets.captures == 0
+
+
+@pytest.mark.gpu
+def test_graphed_render_networks_match_derive():
+    """Replayed render graphs (fused layers) give model.derive's Gaussians for every frame,
+    for new inputs and across batch sizes."""
+    nets = _check_render_networks("cuda", graphs=True)
+    assert nets.captures == 2
