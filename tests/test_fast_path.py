@@ -40,9 +40,18 @@ def _loss_and_grads(m: GaussianHead, g, cot: dict[str, torch.Tensor]):
             {name: p.grad.clone() for name, p in m.named_parameters() if p.grad is not None})
 
 
-def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False, ref_fused=False):
+def _close(a, b, atol, rtol, rel_norm, what):
+    if rel_norm is None:
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda s: f"{what}: {s}")
+    else:  # bf16: rounding differs per element; the error relative to the tensor's size
+        err = float((a - b).norm() / b.norm().clamp_min(1e-12))
+        assert err <= rel_norm, f"{what}: relative error {err:.2e} > {rel_norm:.0e}"
+
+
+def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False, ref_fused=False,
+             rel_norm=None):
     """fn (with the fused deformation layers if ``fused``) against model.derive (eager; fused
-    layers if ``ref_fused``)."""
+    layers if ``ref_fused``); elementwise, or by the norm of the difference (``rel_norm``)."""
     m.deform.fused = ref_fused
     ref_g = m.derive(exp, campos, deform=deform)
     torch.manual_seed(1)
@@ -53,11 +62,10 @@ def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False, ref_
     fast = _loss_and_grads(m, fn(exp, campos, deform=deform), cot)
     m.deform.fused = False
     for k in KEYS:
-        torch.testing.assert_close(fast[0][k], ref[0][k], atol=atol, rtol=rtol)
+        _close(fast[0][k], ref[0][k], atol, rtol, rel_norm, k)
     assert fast[1].keys() == ref[1].keys()
     for name in ref[1]:
-        torch.testing.assert_close(fast[1][name], ref[1][name], atol=atol, rtol=rtol,
-                                   msg=lambda s, n=name: f"gradient of {n}: {s}")
+        _close(fast[1][name], ref[1][name], atol, rtol, rel_norm, f"gradient of {name}")
 
 
 @pytest.mark.parametrize("deform", [True, False])
@@ -235,8 +243,9 @@ def test_cuda_graphs_match_the_eager_path(precision):
     exp, campos = torch.rand(6, device="cuda"), torch.tensor([0.0, 0.0, 0.5], device="cuda")
     if precision == "fp32":  # graphed fused layers against the eager, unfused network
         check = functools.partial(_compare, atol=1e-4, rtol=1e-3, fused=True)
-    else:  # bf16: against the same (fused) arithmetic run eagerly
-        check = functools.partial(_compare, atol=2e-3, rtol=2e-2, fused=True, ref_fused=True)
+    else:  # bf16: against the same (fused) arithmetic run eagerly, unpadded (padding changes
+        # the products' reduction order and so the bf16 rounding of sums over the Gaussians)
+        check = functools.partial(_compare, fused=True, ref_fused=True, rel_norm=2e-2)
     check(m, fn, exp, campos, deform=False)
     check(m, fn, exp, campos, deform=True)
     assert fn.captures == 2
@@ -307,11 +316,15 @@ def _check_render_networks(device: str, graphs: bool):
         campos = (torch.rand(b, 3, generator=gen) - 0.5).to(device) + torch.tensor(
             [0.0, 0.0, 0.6], device=device)
         g = nets.frame(exps[0], campos[0]) if b == 1 else nets(exps, campos)
+        same = m.derive_batch(exps, campos)  # the same arithmetic, eagerly
+        fused, m.deform.fused = m.deform.fused, False
         for k in range(b):
-            ref = m.derive(exps[k], campos[k])
+            ref = m.derive(exps[k], campos[k])  # unfused layers (on CUDA: other products)
             for name in KEYS:
                 got = getattr(g, name) if b == 1 else getattr(g, name)[k]
-                torch.testing.assert_close(got, getattr(ref, name), atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(got, getattr(same, name)[k], atol=1e-6, rtol=1e-5)
+                torch.testing.assert_close(got, getattr(ref, name), atol=1e-4, rtol=1e-3)
+        m.deform.fused = fused
     return nets
 
 
