@@ -37,6 +37,7 @@ from utils.graphics_utils import (
     quat_to_matrix_unnormalized,
     quat_to_rotmat,
     random_unit_quaternions,
+    rotate_by_quaternions,
 )
 
 with warnings.catch_warnings():  # geoopt 0.5 calls the deprecated torch.jit.script
@@ -68,6 +69,11 @@ class ModelConfig:
     # the deformation network is trained from this iteration on (--warm_up); a model saved
     # earlier is rendered without it (the release's checkpoints: always with it)
     deform_from: int = 0
+    # how the fixed semantics apply a derivation to a position: "rotate" (the rotation of the
+    # unit quaternion); "v1", models and checkpoints written before this field existed, which
+    # multiplied each coordinate j by column j's sum of the rotation matrix (an einsum that
+    # kept the summed index). Configs without the field are "v1", so they render as trained.
+    derivation_coords: Literal["rotate", "v1"] = "rotate"
 
     @classmethod
     def release(cls, exp_dim: int, sh_degree: int, num_derivations: int, triplane_res: int,
@@ -87,6 +93,7 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["center"] = tuple(d.get("center", (0.0, 0.0, 0.0)))
+        d.setdefault("derivation_coords", "v1")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -212,12 +219,12 @@ class GaussianHead(nn.Module):
         """Positions rotated by every derivation, as tri-plane coordinates. -> [K, N, 3]"""
         derivations = self.derivations if derivations is None else derivations
         if self.cfg.semantics == "fixed":
-            rot = quat_to_rotmat(derivations)  # [N, K, 3, 3]
             p = (means - self.center) / self.radius
-        else:
-            rot = quat_to_matrix_release(derivations)
-            p = means
-        return torch.einsum("nkij,nj->knj", rot, p)
+            if self.cfg.derivation_coords == "rotate":
+                return rotate_by_quaternions(derivations, p)
+            return torch.einsum("nkij,nj->knj", quat_to_rotmat(derivations), p)  # "v1"
+        # the release: its scrambled matrices, applied as "v1" applies them
+        return torch.einsum("nkij,nj->knj", quat_to_matrix_release(derivations), means)
 
     def derive(self, exp: torch.Tensor | None, campos: torch.Tensor,
                deform: bool = True) -> FrameGaussians:
@@ -286,9 +293,12 @@ class GaussianHead(nn.Module):
             offsets = self.deform(xyz.repeat(b, 1), exps.repeat_interleave(n, dim=0))
         d_xyz, d_rot, d_scale = (o.float().view(b, n, -1) for o in offsets)
         means = self.xyz + d_xyz  # [B, N, 3]
-        rot = quat_to_rotmat(self.derivations)  # [N, K, 3, 3]
         p = (means - self.center) / self.radius
-        coords = torch.einsum("nkij,bnj->kbnj", rot, p).reshape(rot.shape[1], b * n, 3)
+        if self.cfg.derivation_coords == "rotate":
+            coords = rotate_by_quaternions(self.derivations, p)
+        else:  # "v1"
+            coords = torch.einsum("nkij,bnj->kbnj", quat_to_rotmat(self.derivations), p)
+        coords = coords.reshape(self.cfg.num_derivations, b * n, 3)
         dirs = F.normalize(means - campos[:, None], dim=-1).reshape(b * n, 3)
         opacity, sh = self._decode(coords, dirs)
         q = F.normalize(self.rotation, dim=-1)

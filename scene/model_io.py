@@ -29,7 +29,7 @@ from utils.general_utils import inverse_sigmoid
 from utils.io_utils import atomic_path, atomic_torch_save, atomic_write_json
 
 FORMAT = "gaussianhead-open"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: ModelConfig.derivation_coords (version 1 files are "v1")
 META_FILE = "model_meta.json"
 COMPONENTS = {
     "point_cloud": "point_cloud.ply",

@@ -3,6 +3,7 @@ keep the release's layout, keys and shapes; the fixed math keeps Gaussians valid
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,68 @@ def test_fixed_derivations_are_rotations():
     eye = torch.eye(3).expand_as(r)
     torch.testing.assert_close(r @ r.transpose(-1, -2), eye, atol=1e-5, rtol=0)
     torch.testing.assert_close(torch.linalg.det(r), torch.ones(50, 4), atol=1e-5, rtol=0)
+
+
+def test_rotating_by_quaternions_equals_the_rotation_matrices():
+    """The fixed semantics' derivation coordinates (rotate_by_quaternions) equal the rotation
+    matrices applied to the points, for one frame and for a batch, non-unit quaternions too,
+    gradients included."""
+    from utils.graphics_utils import rotate_by_quaternions
+
+    gen = torch.Generator().manual_seed(3)
+    q = (2 * torch.randn(30, 4, 4, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    p = torch.randn(2, 30, 3, generator=gen, dtype=torch.float64).requires_grad_(True)
+    ref = torch.einsum("nkij,bnj->kbni", quat_to_rotmat(q), p)
+    out = rotate_by_quaternions(q, p)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(rotate_by_quaternions(q, p[0]), ref[:, 0], atol=1e-12,
+                               rtol=1e-12)
+    cot = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    g_ref = torch.autograd.grad((ref * cot).sum(), (q, p))
+    g_out = torch.autograd.grad((out * cot).sum(), (q, p))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_derivation_coordinates_rotate_and_older_configs_keep_theirs(tmp_path):
+    """New models rotate positions by their derivations (distances to the head's centre are
+    kept); a config written before ``derivation_coords`` existed (model_meta.json version 1,
+    or an older checkpoint) keeps the formula it was trained with, in derive and
+    derive_batch alike."""
+    from scene.model_io import FORMAT_VERSION, read_config, write_meta
+
+    m = _small_model(30)
+    assert m.cfg.derivation_coords == "rotate"
+    means = m.xyz.detach() + 0.01
+    p = (means - m.center) / m.radius
+    coords = m.derivation_coords(means)  # [K, N, 3]
+    torch.testing.assert_close(coords.norm(dim=-1), p.norm(dim=-1).expand(4, -1))
+    old = ModelConfig.from_dict({k: v for k, v in m.cfg.to_dict().items()
+                                 if k != "derivation_coords"})
+    assert old.derivation_coords == "v1"
+    assert ModelConfig.from_dict(m.cfg.to_dict()) == m.cfg
+    m.cfg = old
+    v1 = m.derivation_coords(means)
+    expected = torch.einsum("nkij,nj->knj", quat_to_rotmat(m.derivations.detach()), p)
+    torch.testing.assert_close(v1, expected)
+    assert (v1 - coords).abs().max() > 1e-3
+    exps, campos = torch.rand(2, 6), torch.tensor([[0.0, 0.0, 0.6], [0.1, 0.0, 0.6]])
+    for cfg in (old, ModelConfig.from_dict(m.cfg.to_dict() | {"derivation_coords": "rotate"})):
+        m.cfg = cfg
+        batch = m.derive_batch(exps, campos)
+        for k in range(2):
+            one = m.derive(exps[k], campos[k])
+            torch.testing.assert_close(batch.sh[k], one.sh, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(batch.opacities[k], one.opacities, atol=1e-5, rtol=1e-4)
+    # model_meta.json: version 1 without the field reads as "v1"; ours are written with it
+    write_meta(tmp_path, m.cfg)
+    meta = json.loads((tmp_path / "model_meta.json").read_text())
+    assert meta["version"] == FORMAT_VERSION == 2
+    assert read_config(tmp_path, 0, 3).derivation_coords == "rotate"
+    meta["version"] = 1
+    del meta["model"]["derivation_coords"]
+    (tmp_path / "model_meta.json").write_text(json.dumps(meta))
+    assert read_config(tmp_path, 0, 3).derivation_coords == "v1"
 
 
 def _small_model(n=40, semantics="fixed", exp_dim=6) -> GaussianHead:

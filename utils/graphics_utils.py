@@ -11,6 +11,22 @@ def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
     return quat_to_matrix_unnormalized(torch.nn.functional.normalize(q, dim=-1))
 
 
+def rotate_by_quaternions(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Points rotated by every one of K quaternions each (normalised first): the same as
+    ``quat_to_rotmat(q) @ p`` in a handful of element-wise kernels instead of one per matrix
+    entry (p + 2w (v x p) + 2 v x (v x p) for q = (w, v)).
+
+    q [N, K, 4], p [..., N, 3] -> [K, ..., N, 3]
+    """
+    q = torch.nn.functional.normalize(q, dim=-1)
+    w, v = q[..., :1], q[..., 1:]  # [N, K, 1], [N, K, 3]
+    p = p.unsqueeze(-2)  # [..., N, 1, 3]
+    p, v_b = torch.broadcast_tensors(p, v)
+    t = 2.0 * torch.linalg.cross(v_b, p)
+    out = p + w * t + torch.linalg.cross(v_b, t)  # [..., N, K, 3]
+    return out.movedim(-2, 0)
+
+
 def quat_to_matrix_unnormalized(q: torch.Tensor) -> torch.Tensor:
     """The usual quaternion-to-matrix formula applied as is, without normalising.
 
