@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     # and the per-frame networks replayed from a CUDA graph
     fast = (device.type == "cuda" and model.cfg.semantics == "fixed"
             and v.get("fast_path", "auto") == "auto")
-    model.deform.fused = fast
+    model.fused = fast
     networks = RenderNetworks(model, graphs=True) if fast else None
     if model.cfg.exp_dim != scene.exp_dim:
         raise DatasetError(f"{v['source_path']} has expressions of {scene.exp_dim} values but "

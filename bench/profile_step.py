@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     m = GaussianHead(ModelConfig(exp_dim=46, radius=0.15)).to(dev)
     m.autocast_dtype = configure_precision(args.precision, dev)
-    m.deform.fused = args.fast_path == "auto"
+    m.fused = args.fast_path == "auto"
     n = args.gaussians
     xyz = torch.randn(n, 3) * 0.05
     m.init_from_points(xyz.numpy())

@@ -267,7 +267,7 @@ class RenderNetworks:
         m = self.model
         if not self.graphs:
             return m.derive_batch(exps, campos)
-        key = (exps.shape[0], m.num_gaussians, m.autocast_dtype, m.deform.fused,
+        key = (exps.shape[0], m.num_gaussians, m.autocast_dtype, m.fused,
                m.xyz.data_ptr())
         if key not in self._graphs:
             self._graphs.clear()  # one live graph: a new batch size or model replaces it

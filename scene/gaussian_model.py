@@ -143,6 +143,18 @@ class GaussianHead(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @property
+    def fused(self) -> bool:
+        """The fast path's layer arrangement (a run-time switch, not part of the weights): fused
+        linear+ReLU layers in the deformation network, aligned decoder operands; the same
+        function."""
+        return self.deform.fused
+
+    @fused.setter
+    def fused(self, on: bool) -> None:
+        self.deform.fused = on
+        self.triplane.fused = on
+
+    @property
     def num_gaussians(self) -> int:
         return self.xyz.shape[0]
 

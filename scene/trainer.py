@@ -140,7 +140,7 @@ class Trainer:
         self.cfg = cfg
         self.model = GaussianHead(cfg).to(self.device)
         self.model.autocast_dtype = self.autocast_dtype
-        self.model.deform.fused = self.graphs
+        self.model.fused = self.graphs
         if ckpt is None:
             gen = torch.Generator().manual_seed(seed)
             self.model.init_from_points(xyz, gen)

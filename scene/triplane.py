@@ -81,6 +81,9 @@ class TriPlaneDecoder(nn.Module):
                             act="relu" if semantics == "fixed" else "none")
         self.shs_dc_net = nn.Linear(sh_dim, 3)
         self.shs_rest_net = nn.Linear(sh_dim, sh_dim - 3)
+        # run-time switch of the fast path (not part of the weights): the same decoders with
+        # padded, 16-byte aligned operands and one product for both SH heads
+        self.fused = False
 
     def plane_features(self, coords: torch.Tensor) -> torch.Tensor:
         """Sample the planes. coords [K, N, 3] (already rotated/normalised) -> [N, C]"""
@@ -117,6 +120,8 @@ class TriPlaneDecoder(nn.Module):
         """coords [K, N, 3], unit view directions dirs [N, 3] ->
         opacity [N], geometry features [N, C], SH [N, (d+1)^2, 3]."""
         feat = self.plane_features(coords)
+        if self.fused and self.semantics == "fixed":
+            return self._decode_aligned(feat, dirs)
         out = self.opacity_net(feat)
         opacity = torch.sigmoid(out[:, 0])
         geo = out[:, 1:]
@@ -124,3 +129,26 @@ class TriPlaneDecoder(nn.Module):
         dc = self.shs_dc_net(h).view(-1, 1, 3)
         rest = self.shs_rest_net(h).view(-1, (self.sh_degree + 1) ** 2 - 1, 3)
         return opacity, geo, torch.cat([dc, rest], dim=1)
+
+    def _decode_aligned(self, feat: torch.Tensor, dirs: torch.Tensor):
+        """:meth:`forward`'s decoders (fixed semantics) with every matrix operand's row a
+        multiple of 8 values: the geometry output padded from 1 + C to a multiple of 8 rows, the
+        colour MLP's input ([geometry, direction], C + 3 columns) zero-padded likewise, and the
+        DC and rest heads as one product. Odd widths (33, 35, 3, 45) send cuBLAS to slow
+        unaligned kernels in bf16."""
+        layers = self.opacity_net.net
+        h = feat
+        for layer in layers[:-1]:
+            h = torch.sigmoid(layer(h))
+        w = layers[-1].weight  # [1 + C, hidden]
+        out = F.linear(h, F.pad(w, (0, 0, 0, -w.shape[0] % 8)))
+        opacity = torch.sigmoid(out[:, 0])
+        geo = out[:, 1:w.shape[0]]
+        first, second = self.shs_net.net
+        x = torch.cat([geo, dirs.to(geo.dtype)], dim=-1)
+        pad = -x.shape[1] % 8
+        h = torch.relu(F.linear(F.pad(x, (0, pad)), F.pad(first.weight, (0, pad))))
+        h = second(h)
+        heads = F.linear(h, torch.cat([self.shs_dc_net.weight, self.shs_rest_net.weight]),
+                         torch.cat([self.shs_dc_net.bias, self.shs_rest_net.bias]))
+        return opacity, geo, heads.view(-1, (self.sh_degree + 1) ** 2, 3)

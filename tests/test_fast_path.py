@@ -52,15 +52,15 @@ def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False, ref_
              rel_norm=None):
     """fn (with the fused deformation layers if ``fused``) against model.derive (eager; fused
     layers if ``ref_fused``); elementwise, or by the norm of the difference (``rel_norm``)."""
-    m.deform.fused = ref_fused
+    m.fused = ref_fused
     ref_g = m.derive(exp, campos, deform=deform)
     torch.manual_seed(1)
     cot = {k: torch.randn_like(getattr(ref_g, k)) for k in KEYS}
     ref = _loss_and_grads(m, ref_g, cot)
-    m.deform.fused = fused
+    m.fused = fused
     m.zero_grad(set_to_none=True)  # a graphed forward refuses to run over held gradients
     fast = _loss_and_grads(m, fn(exp, campos, deform=deform), cot)
-    m.deform.fused = False
+    m.fused = False
     for k in KEYS:
         _close(fast[0][k], ref[0][k], atol, rtol, rel_norm, k)
     assert fast[1].keys() == ref[1].keys()
@@ -101,6 +101,42 @@ def test_fused_deformation_layers_match_the_eager_network(precision):
     tol = {"fp32": 1e-5, "bf16": 3e-2}[precision]
     for a, b in zip(out_a, out_b):
         assert float((a - b).norm() / a.norm()) < tol
+    assert grad_a.keys() == grad_b.keys()
+    for n in grad_a:
+        rel = float((grad_a[n] - grad_b[n]).norm() / grad_a[n].norm().clamp_min(1e-20))
+        assert rel < tol, (n, rel)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_aligned_decoders_match_the_decoders(precision):
+    """The tri-plane decoders with padded operands and one SH head product (the fast path)
+    compute the same opacity, geometry and SH, and the same gradient for every parameter and
+    for the sample coordinates and directions."""
+    from scene.triplane import TriPlaneDecoder
+
+    torch.manual_seed(0)
+    dec = TriPlaneDecoder()
+    gen = torch.Generator().manual_seed(2)
+    coords = (torch.rand(4, 200, 3, generator=gen) * 2 - 1).requires_grad_(True)
+    dirs = torch.nn.functional.normalize(torch.randn(200, 3, generator=gen), dim=-1)
+    dirs.requires_grad_(True)
+    results = []
+    for fused in (False, True):
+        dec.fused = fused
+        dec.zero_grad(set_to_none=True)
+        coords.grad = dirs.grad = None
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
+        with ctx if precision == "bf16" else torch.autocast("cpu", enabled=False):
+            out = dec(coords, dirs)
+        g = torch.Generator().manual_seed(1)
+        sum((o.float() * torch.randn(o.shape, generator=g)).sum() for o in out).backward()
+        grads = {n: p.grad.clone() for n, p in dec.named_parameters()}
+        grads |= {"coords": coords.grad.clone(), "dirs": dirs.grad.clone()}
+        results.append(([o.detach().float() for o in out], grads))
+    (out_a, grad_a), (out_b, grad_b) = results
+    tol = {"fp32": 1e-5, "bf16": 3e-2}[precision]
+    for a, b in zip(out_a, out_b):
+        assert a.shape == b.shape and float((a - b).norm() / a.norm()) < tol
     assert grad_a.keys() == grad_b.keys()
     for n in grad_a:
         rel = float((grad_a[n] - grad_b[n]).norm() / grad_a[n].norm().clamp_min(1e-20))
@@ -177,7 +213,7 @@ def _cpu_trainer(root, data, graphs: bool):
         PipelineParams(device="cpu"), test_iterations=[], save_iterations=[], quiet=True,
         tensorboard=False, log=lambda *a: None)
     # the fast path as on CUDA, with graphs emulated (or the same code run eagerly)
-    t.model.deform.fused = True
+    t.model.fused = True
     t.frame_networks = FrameNetworks(t.model, graphs=graphs, bucket=64, pad=True)
     t.loss_fn.graphs = graphs
     return t
@@ -308,7 +344,7 @@ def _check_render_networks(device: str, graphs: bool):
 
     m = _model(700, device)
     m.active_sh_degree = 3
-    m.deform.fused = device == "cuda"
+    m.fused = device == "cuda"
     nets = RenderNetworks(m, graphs=graphs)
     gen = torch.Generator().manual_seed(0)
     for b in (3, 3, 1, 1):  # a capture per batch size, then replays with new inputs
@@ -317,14 +353,14 @@ def _check_render_networks(device: str, graphs: bool):
             [0.0, 0.0, 0.6], device=device)
         g = nets.frame(exps[0], campos[0]) if b == 1 else nets(exps, campos)
         same = m.derive_batch(exps, campos)  # the same arithmetic, eagerly
-        fused, m.deform.fused = m.deform.fused, False
+        fused, m.fused = m.fused, False
         for k in range(b):
             ref = m.derive(exps[k], campos[k])  # unfused layers (on CUDA: other products)
             for name in KEYS:
                 got = getattr(g, name) if b == 1 else getattr(g, name)[k]
                 torch.testing.assert_close(got, getattr(same, name)[k], atol=1e-6, rtol=1e-5)
                 torch.testing.assert_close(got, getattr(ref, name), atol=1e-4, rtol=1e-3)
-        m.deform.fused = fused
+        m.fused = fused
     return nets
 
 
