@@ -99,13 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     feat = m.triplane.plane_features(m.derivation_coords(means)).detach().requires_grad_(True)
     dirs = torch.nn.functional.normalize(means - campos, dim=-1)
 
-    def decoders():
-        t = m.triplane
+    def decoders():  # as training runs them (aligned operands on the fast path)
         with m._autocast():
-            out = t.opacity_net(feat)
-            h = t.shs_net(torch.cat([out[:, 1:], dirs], dim=-1))
-            y = t.shs_dc_net(h).float().sum() + t.shs_rest_net(h).float().sum()
-        (y + out[:, 0].float().sum()).backward()
+            opacity, _, sh = m.triplane.decode(feat, dirs)
+        (opacity.float().sum() + sh.float().sum()).backward()
 
     leaves = {k: getattr(g0, k).detach().clone().requires_grad_(True)
               for k in ("means", "opacities", "sh", "quats", "scales")}

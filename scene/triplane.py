@@ -119,7 +119,11 @@ class TriPlaneDecoder(nn.Module):
     def forward(self, coords: torch.Tensor, dirs: torch.Tensor):
         """coords [K, N, 3], unit view directions dirs [N, 3] ->
         opacity [N], geometry features [N, C], SH [N, (d+1)^2, 3]."""
-        feat = self.plane_features(coords)
+        return self.decode(self.plane_features(coords), dirs)
+
+    def decode(self, feat: torch.Tensor, dirs: torch.Tensor):
+        """The decoders alone: features [N, C], unit view directions [N, 3] -> opacity [N],
+        geometry features [N, C], SH [N, (d+1)^2, 3]."""
         if self.fused and self.semantics == "fixed":
             return self._decode_aligned(feat, dirs)
         out = self.opacity_net(feat)
