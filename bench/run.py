@@ -302,6 +302,8 @@ def render_speed(t: Trainer, frames: int, batch: int) -> dict:
     dev, m = t.device, t.model
     nets = RenderNetworks(m, graphs=t.graphs) if t.graphs else None
     cams = (t.scene.test_cameras or t.scene.train_cameras)
+    if batch > 1:  # whole batches only: a smaller last batch would be captured anew
+        frames = max(batch, frames // batch * batch)
     cams = [cams[i % len(cams)] for i in range(frames)]
 
     def one(c):
@@ -340,9 +342,12 @@ def render_speed(t: Trainer, frames: int, batch: int) -> dict:
 
 def _device_busy_s(prof) -> float:
     """Seconds in which at least one kernel, copy or fill ran: the union of the device
-    activities' intervals (a plain sum would count concurrent work twice)."""
+    activities' intervals (a plain sum would count concurrent work twice). The device-side
+    spans of ``record_function`` ranges (the optimizers open some) are left out: they run
+    from their first to their last kernel, idle gaps included."""
     spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events()
-                   if e.device_type == torch.autograd.DeviceType.CUDA)
+                   if e.device_type == torch.autograd.DeviceType.CUDA
+                   and not getattr(e, "is_user_annotation", False))
     busy, end = 0.0, float("-inf")
     for a, b in spans:
         if b <= end:
@@ -353,8 +358,10 @@ def _device_busy_s(prof) -> float:
 
 
 def host_syncs(t: Trainer, start: int, n: int = 10) -> dict:
-    """Where the training loop makes the host wait for the GPU: torch's sync debug mode over
-    ``n`` iterations, as {source line: synchronizations per iteration}."""
+    """Where Python code of the training loop makes the host wait for the GPU: torch's sync
+    debug mode over ``n`` iterations, as {source line: synchronizations per iteration}. A
+    synchronisation inside a C++ extension (gsplat reads its tile-list size there) warns on
+    stderr, not here: :func:`outside_gpu` counts the CUDA synchronisation calls themselves."""
     import warnings
     from collections import Counter
 
@@ -372,6 +379,10 @@ def host_syncs(t: Trainer, start: int, n: int = 10) -> dict:
         if "synchroniz" in str(w.message):
             counts[f"{Path(w.filename).parent.name}/{Path(w.filename).name}:{w.lineno}"] += 1
     return {k: v / n for k, v in counts.most_common()}
+
+
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpy",
+              "cudaEventSynchronize")
 
 
 def outside_gpu(t: Trainer, start: int, n: int = 20) -> dict:
@@ -396,7 +407,10 @@ def outside_gpu(t: Trainer, start: int, n: int = 20) -> dict:
     return {"wall_ms_per_it": 1000 * wall / n, "gpu_busy_ms_per_it": 1000 * busy / n,
             "outside_gpu_ms_per_it": 1000 * max(0.0, wall - busy) / n,
             "kernel_launches_per_it": launches / n,
-            "host_syncs_per_it": host_syncs(t, start + n),
+            "sync_calls_per_it": {e.key: e.count / n for e in events if e.key in SYNC_CALLS},
+            "sync_wait_ms_per_it": sum(e.self_cpu_time_total for e in events
+                                       if e.key in SYNC_CALLS) / 1000 / n,
+            "python_syncs_per_it": host_syncs(t, start + n),
             "top_host_ops_ms_per_it": {e.key: round(e.self_cpu_time_total / 1000 / n, 3)
                                        for e in top}}
 
@@ -511,8 +525,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:34s} {1000 * v['s']:8.3f} ms   floor {1000 * v['floor_s']:7.3f} ms")
     if outside:
         print(f"  under the profiler: {outside['wall_ms_per_it']:.2f} ms per iteration, GPU busy "
-              f"{outside['gpu_busy_ms_per_it']:.2f} ms; host syncs per iteration: "
-              + (", ".join(f"{k} x{v:g}" for k, v in outside["host_syncs_per_it"].items())
+              f"{outside['gpu_busy_ms_per_it']:.2f} ms; CUDA sync calls per iteration: "
+              + (", ".join(f"{k} x{v:g}" for k, v in outside["sync_calls_per_it"].items())
+                 or "none")
+              + f" ({outside['sync_wait_ms_per_it']:.2f} ms waiting); from Python: "
+              + (", ".join(f"{k} x{v:g}" for k, v in outside["python_syncs_per_it"].items())
                  or "none"))
     if not math.isfinite(rate):
         print("warning: fewer than one timing window; train longer for a rate")

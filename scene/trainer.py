@@ -46,7 +46,7 @@ with warnings.catch_warnings():  # geoopt 0.5 calls the deprecated torch.jit.scr
     import geoopt
 
 CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: model_config carries derivation_coords (version 1: "v1")
 EVAL_LOG = "eval_log.json"
 
 
@@ -500,6 +500,10 @@ def read_checkpoint(model_path: str | Path) -> dict:
         raise CheckpointError(f"{path} cannot be read ({err}). Fix: start a new run.") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != "gaussianhead-open-checkpoint":
         raise CheckpointError(f"{path} is not a training checkpoint of this project.")
+    if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer version of this project "
+                              f"(checkpoint version {ckpt['version']}; this one reads up to "
+                              f"{CHECKPOINT_VERSION}). Fix: resume with that version.")
     return ckpt
 
 

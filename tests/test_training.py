@@ -92,6 +92,23 @@ def test_resume_reaches_the_same_result(run, dataset, tmp_path):
     assert abs(again["psnr"] - full["psnr"]) < 0.1
 
 
+def test_checkpoint_records_its_version_and_newer_ones_are_refused(run, tmp_path):
+    """checkpoint.pt carries its version and the model's derivation_coords ("rotate" for a new
+    run); a checkpoint from a newer version is refused with a clear message, not resumed with
+    settings this version would drop."""
+    from scene.trainer import CHECKPOINT, CHECKPOINT_VERSION, read_checkpoint
+    from utils.errors import CheckpointError
+
+    out, _ = run
+    ckpt = read_checkpoint(out)
+    assert ckpt["version"] == CHECKPOINT_VERSION == 2
+    assert ckpt["model_config"]["derivation_coords"] == "rotate"
+    ckpt["version"] = CHECKPOINT_VERSION + 1
+    torch.save(ckpt, tmp_path / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="newer version"):
+        read_checkpoint(tmp_path)
+
+
 def test_existing_run_is_not_overwritten(run, dataset):
     out, _ = run
     r = subprocess.run([sys.executable, "train.py", "-s", str(dataset), "-m", str(out),
