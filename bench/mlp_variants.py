@@ -104,12 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:8s} {precision:4s}  fwd+bwd {fb:7.3f} ms  fwd {fw:7.3f} ms  "
                   f"rel. error out {err:.1e} grad {gerr:.1e}{extra}")
             if args.profile:
-                from bench.profile_step import profile
+                from bench.profile_step import print_profile
 
-                total, top = profile(lambda m=model, pr=precision: run(m, pr, True), dev)
-                print(f"    kernels {total:.3f} ms per fwd+bwd")
-                for key, ms, count in top[:args.profile]:
-                    print(f"    {ms:7.3f} ms  x{count:<3d} {key}")
+                print_profile("kernels (fwd+bwd)", lambda m=model, pr=precision: run(m, pr, True),
+                              dev, args.profile, indent="    ")
     return 0
 
 

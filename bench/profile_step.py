@@ -54,6 +54,14 @@ def profile(fn, device: torch.device, repeat: int = 10):
     return total, [(e.key[:90], own(e) / repeat / 1000, e.count // repeat) for e in top]
 
 
+def print_profile(title: str, fn, device: torch.device, top: int, indent: str = "") -> None:
+    """Profile ``fn`` and print its total device time and its ``top`` kernels."""
+    total, kernels = profile(fn, device)
+    print(f"{indent}{title}: {total:.3f} ms of {device.type} work per call")
+    for key, ms, count in kernels[:top]:
+        print(f"{indent}  {ms:8.3f} ms  x{count:<3d} {key}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--gaussians", type=int, default=50_000)
@@ -122,10 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} Gaussians, {args.res}x{args.res}, {name}, rasterizer {backend}")
     for name, fn in [("deformation MLP", deform), ("tri-plane sampling", planes),
                      ("decoders", decoders), ("rasterization", raster), ("loss", loss)]:
-        total, top = profile(fn, dev)
-        print(f"\n{name}: {total:.3f} ms of {dev.type} work per fwd+bwd")
-        for key, ms, count in top[: args.top]:
-            print(f"  {ms:8.3f} ms  x{count:<3d} {key}")
+        print()
+        print_profile(f"{name} (fwd+bwd)", fn, dev, args.top)
     return 0
 
 
