@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from arguments import ModelParams, OptimizationParams, PipelineParams  # noqa: E402
 from gaussian_renderer import render  # noqa: E402
 from scene.trainer import Trainer  # noqa: E402
+from utils.io_utils import atomic_write_json  # noqa: E402
 from utils.loss_utils import l1_loss, ssim  # noqa: E402
 
 
@@ -505,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{result['date']}_{dev.type}_{result['commit']}{('_' + args.tag) if args.tag else ''}"
-    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out / f"{name}.json", result)
     gr = grown or {}
     peak_shown = gr.get("peak_gpu_mem_gib", peak)
     row = (f"| {result['date']} | {result['device']} | {result['commit']} | {result['path']} | "

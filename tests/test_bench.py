@@ -27,3 +27,21 @@ def test_device_busy_time_is_the_union_of_device_activity():
     ]
     prof = SimpleNamespace(events=lambda: events)
     assert abs(_device_busy_s(prof) - 26e-6) < 1e-12
+
+
+def test_quality_summary_pairs_seeds_and_gives_a_t_interval():
+    """bench/quality.py: per-path mean and std, and the seed-paired difference from the
+    reference with a 95% Student-t interval (3 seeds: t = 4.303 with 2 degrees of freedom)."""
+    from bench.quality import summarize
+
+    s = summarize({"reference": [10.0, 11.0, 12.0], "mixed": [11.0, 13.0, 15.0]})
+    assert s["reference"]["mean"] == 11.0 and abs(s["reference"]["std"] - 1.0) < 1e-12
+    assert "diff_mean" not in s["reference"]
+    m = s["mixed"]
+    assert m["diff_mean"] == 2.0  # differences 1, 2, 3
+    half = 4.302652729911275 * 1.0 / 3 ** 0.5
+    assert abs(m["diff_ci95"][0] - (2.0 - half)) < 1e-9
+    assert abs(m["diff_ci95"][1] - (2.0 + half)) < 1e-9
+    one = summarize({"reference": [10.0], "default": [10.5]})
+    assert one["default"]["diff_mean"] == 0.5 and one["default"]["diff_ci95"] is None
+    assert one["default"]["std"] is None
