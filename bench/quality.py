@@ -71,6 +71,22 @@ def summarize(psnr: dict[str, list[float]], reference: str = "reference") -> dic
     return out
 
 
+def _write(args, extra: list[str], device, seeds: list[int], psnr: dict[str, list[float]]
+           ) -> tuple[dict, dict]:
+    done = min(len(v) for v in psnr.values())
+    summary = summarize({k: v[:done] for k, v in psnr.items()})
+    result = {
+        "date": datetime.date.today().isoformat(), "device": device_name(device),
+        "commit": commit(), "data": str(args.data), "iterations": args.iterations,
+        "seeds": seeds[:done], "extra_flags": extra, "paths": summary,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"{result['date']}_{device.type}_{result['commit']}_quality.json",
+                      result)
+    return summary, result
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
@@ -109,16 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 last = json.loads((run / "eval_log.json").read_text())[-1]
                 psnr[name].append(float(last["psnr"]))
                 print(f"seed {seed} {name}: test PSNR {psnr[name][-1]:.3f} dB", flush=True)
-    summary = summarize(psnr)
-    result = {
-        "date": datetime.date.today().isoformat(), "device": device_name(device),
-        "commit": commit(), "data": str(args.data), "iterations": args.iterations,
-        "seeds": seeds, "extra_flags": extra, "paths": summary,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / f"{result['date']}_{device.type}_{result['commit']}_quality.json",
-                      result)
+            # after every seed, the seeds complete so far: a run stopped early keeps them
+            summary, result = _write(args, extra, device, seeds, psnr)
     print("\n| path | test PSNR, mean ± std (dB) | minus reference, mean [95% CI] |")
     print("|---|---|---|")
     for name, row in summary.items():

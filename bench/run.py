@@ -416,6 +416,81 @@ def outside_gpu(t: Trainer, start: int, n: int = 20) -> dict:
                                        for e in top}}
 
 
+def host_phases(t: Trainer, start: int, n: int = 50) -> dict:
+    """Host wall time of ``n`` training iterations by part of :meth:`Trainer.step`, in ms per
+    iteration, measured twice:
+
+    - ``as_run``: nothing added; a part that waits for the GPU includes the wait (gsplat reads
+      its tile-list size in the rasterization forward, so that part absorbs the GPU time
+      queued before it);
+    - ``isolated``: the device is synchronised before each part, so a part's time is its own
+      host cost (launches, Python) plus the GPU time of the syncs inside it.
+
+    ``other`` is the wall time not inside any timed part (the step's own Python, the camera,
+    the non-finite check, copying the loss terms)."""
+    from collections import defaultdict
+
+    dev = t.device
+    opt_names = [f"optimizer step ({opt.param_groups[0]['name']}...)" for opt in t.optimizers]
+    targets = [(t, "_set_learning_rates", "learning rates"),
+               (t, "frame_networks", "networks forward"),
+               (t, "_render", "rasterization forward"),
+               (t, "loss_fn", "loss forward"),
+               (t.densifier, "observe", "densification statistics")]
+    targets += [(opt, "step", name) for opt, name in zip(t.optimizers, opt_names)]
+    targets += [(opt, "zero_grad", "zero_grad") for opt in t.optimizers]
+
+    def measure(isolated: bool) -> dict:
+        acc: dict[str, float] = defaultdict(float)
+
+        def timed(name, fn):
+            def wrapper(*args, **kwargs):
+                if isolated:
+                    _sync(dev)
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    acc[name] += time.perf_counter() - t0
+            return wrapper
+
+        saved = []
+        for obj, attr, name in targets:
+            saved.append((obj, attr, attr in vars(obj), getattr(obj, attr)))
+            setattr(obj, attr, timed(name, getattr(obj, attr)))
+        backward = torch.Tensor.backward
+        torch.Tensor.backward = timed("backward", backward)
+        try:
+            _sync(dev)
+            t0 = time.perf_counter()
+            for it in range(start, start + n):
+                t.step(it)
+            _sync(dev)
+            wall = time.perf_counter() - t0
+        finally:
+            torch.Tensor.backward = backward
+            for obj, attr, own, orig in saved:
+                if own:
+                    setattr(obj, attr, orig)
+                else:
+                    delattr(obj, attr)
+        parts = {k: 1000 * v / n for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}
+        parts["other"] = max(0.0, 1000 * wall / n - sum(parts.values()))
+        return {"wall_ms_per_it": 1000 * wall / n, "parts_ms_per_it": parts}
+
+    first = measure(isolated=False)
+    return {"gaussians": t.model.num_gaussians, "iterations": n, "as_run": first,
+            "isolated": measure(isolated=True)}
+
+
+def print_host_phases(h: dict) -> None:
+    print(f"  host time per iteration at {h['gaussians']} Gaussians (ms; as run | isolated):")
+    a, b = h["as_run"], h["isolated"]
+    for k in a["parts_ms_per_it"]:
+        print(f"    {k:40s} {a['parts_ms_per_it'][k]:7.3f} | {b['parts_ms_per_it'].get(k, 0):7.3f}")
+    print(f"    {'wall':40s} {a['wall_ms_per_it']:7.3f} | {b['wall_ms_per_it']:7.3f}")
+
+
 # ---------------------------------------------------------------------------------- main
 
 
@@ -442,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                         "training, rendering and the stages there (0: skip)")
     p.add_argument("--grow_iterations", type=int, default=300,
                    help="iterations timed at the grown count")
+    p.add_argument("--host_iterations", type=int, default=50,
+                   help="iterations per host-time split (run twice: as run and isolated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder")
     p.add_argument("--tag", default="", help="label added to the results file name")
@@ -471,9 +548,16 @@ def main(argv: list[str] | None = None) -> int:
         last = tr["iterations"]
         n_trained = t.model.num_gaussians
         metrics = t.evaluate(last) if t.scene.test_cameras else {}
+        # after the evaluation: these iterations train on
+        host = [host_phases(t, last + 1, args.host_iterations)]
         grown = grow_phase(t, args.grow_to, args.grow_iterations, args.seed) if (
             args.grow_to) else None
-        outside = outside_gpu(t, grown["next_iteration"] if grown else last + 1)
+        nxt = last + 1 + 2 * args.host_iterations
+        if grown:
+            nxt = grown["next_iteration"]
+            host.append(host_phases(t, nxt, args.host_iterations))
+            nxt += 2 * args.host_iterations
+        outside = outside_gpu(t, nxt)
         stages = stage_split(t, last)
         flops, bw = measure_ceilings(dev)
         floors(stages, flops, bw)
@@ -500,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         "render_gaussians": t.model.num_gaussians, "render": rs,
         "stages_ms": {k: {kk: (vv * 1000 if kk in ("s", "floor_s") else vv)
                           for kk, vv in v.items()} for k, v in stages.items()},
-        "stage_sum_ms": 1000 * total_stage, "outside_gpu": outside,
+        "stage_sum_ms": 1000 * total_stage, "outside_gpu": outside, "host_phases": host,
         "ceilings": {"matmul_tflops": flops / 1e12, "copy_gbps": bw / 1e9},
     }
     out = Path(args.out)
@@ -532,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
               + f" ({outside['sync_wait_ms_per_it']:.2f} ms waiting); from Python: "
               + (", ".join(f"{k} x{v:g}" for k, v in outside["python_syncs_per_it"].items())
                  or "none"))
+    for h in host:
+        print_host_phases(h)
     if not math.isfinite(rate):
         print("warning: fewer than one timing window; train longer for a rate")
     return 0

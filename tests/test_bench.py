@@ -45,3 +45,32 @@ def test_quality_summary_pairs_seeds_and_gives_a_t_interval():
     one = summarize({"reference": [10.0], "default": [10.5]})
     assert one["default"]["diff_mean"] == 0.5 and one["default"]["diff_ci95"] is None
     assert one["default"]["std"] is None
+
+
+def test_bench_run_end_to_end_on_the_cpu(tmp_path):
+    """bench/run.py on a tiny set: the JSON has every section, and the host-time split of each
+    measured count adds up to its wall time."""
+    import json
+
+    from bench.run import main
+    from tools.make_synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "syn", frames=16, res=32, seed=1)
+    out = tmp_path / "results"
+    assert main(["--data", str(data), "--iterations", "6", "--test_frames", "4",
+                 "--eval_frames", "2", "--grow_to", "10100", "--grow_iterations", "2",
+                 "--host_iterations", "2", "--render_frames", "2", "--render_batch", "1",
+                 "--out", str(out), "--tag", "t"]) == 0
+    (path,) = out.glob("*_cpu_*_t.json")
+    r = json.loads(path.read_text())
+    assert r["iterations"] == 6 and r["grown"]["gaussians"] == 10100
+    assert [h["gaussians"] for h in r["host_phases"]] == [r["gaussians_end"], 10100]
+    for h in r["host_phases"]:
+        for mode in ("as_run", "isolated"):
+            parts = h[mode]["parts_ms_per_it"]
+            assert {"networks forward", "rasterization forward", "loss forward", "backward",
+                    "other"} <= set(parts)
+            assert all(v >= 0 for v in parts.values())
+            assert abs(sum(parts.values()) - h[mode]["wall_ms_per_it"]) < 1e-6 + 0.01 * h[
+                mode]["wall_ms_per_it"] or parts["other"] == 0
+    assert r["test"]["psnr"] > 0 and r["render"]["latency_ms"] > 0
