@@ -133,8 +133,9 @@ class Densifier:
                                      self.max_radii)
         if means2d_grad is None:
             return
-        scale = means2d_grad.new_tensor([width / 2.0, height / 2.0])
-        norm = (means2d_grad * scale).norm(dim=-1)
+        # scalars, not a tensor made from a list: that is a copy from pageable host memory,
+        # which waits for the GPU queue at every iteration
+        norm = torch.hypot(means2d_grad[:, 0] * (width / 2.0), means2d_grad[:, 1] * (height / 2.0))
         self.grad_accum += torch.where(visible, norm, torch.zeros_like(norm))
         self.denom += visible.float()
 

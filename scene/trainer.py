@@ -34,6 +34,7 @@ from scene.cuda_graphs import FrameNetworks, TrainingLoss
 from scene.densification import Densifier, DensifyConfig, check_optimizer_layout
 from scene.gaussian_model import SH_DEGREE_INTERVAL, GaussianHead, ModelConfig
 from scene.model_io import save_model, write_meta
+from scene.optimizers import FusedAdam, SphereAdam
 from utils.errors import CheckpointError, OptionError, TrainingDiverged
 from utils.general_utils import configure_precision, expon_lr, resolve_device, seed_everything
 from utils.graphics_utils import bounding_sphere
@@ -94,6 +95,7 @@ class Trainer:
         # the fast path: CUDA graphs for the per-frame networks and the loss, fused MLP layers,
         # fused Adam
         self.graphs = self.device.type == "cuda" and pipe.fast_path == "auto"
+        self.fast_optimizers = self.graphs  # scene.optimizers (fused Adam kernels)
         _check_options(opt)
         if not data.source_path:
             raise OptionError("no dataset given. Fix: pass -s data/<id> (a folder with "
@@ -190,8 +192,8 @@ class Trainer:
         return d
 
     def _build_optimizers(self) -> None:
-        fused = self.graphs
-        self.optimizers, self.schedules = build_optimizers(self.model, self.opt, fused)
+        self.optimizers, self.schedules = build_optimizers(self.model, self.opt,
+                                                           self.fast_optimizers)
         self.opt_gauss, self.opt_deriv, self.opt_net = self.optimizers
 
     def _set_learning_rates(self, iteration: int) -> None:
@@ -424,23 +426,27 @@ class DeferredInterrupt:
 def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False):
     """The release's optimizers: Adam for the per-Gaussian tensors (one group each), Riemannian
     Adam for the derivations on the sphere, Adam for the networks (one group per part);
-    ``fused`` selects the fused CUDA Adam kernels.
+    ``fused`` selects :mod:`scene.optimizers` (torch's fused Adam kernels, a vectorised sphere
+    step).
     Returns the optimizers and the learning-rate schedules by group name."""
     s = o.spatial_lr_scale
-    opt_gauss = torch.optim.Adam([
+    # the fast path's optimizers: the same updates and state, with less host work per step
+    adam = (lambda groups, **kw: FusedAdam(groups, **kw)) if fused else (
+        lambda groups, **kw: torch.optim.Adam(groups, **kw))
+    sphere_adam = SphereAdam if fused else geoopt.optim.RiemannianAdam
+    opt_gauss = adam([
         {"params": [m.xyz], "lr": o.position_lr_init * s, "name": "xyz"},
         {"params": [m.scaling], "lr": o.scaling_lr * s, "name": "scaling"},
         {"params": [m.rotation], "lr": o.rotation_lr, "name": "rotation"},
-    ], lr=0.0, eps=1e-15, fused=fused or None)
-    opt_deriv = geoopt.optim.RiemannianAdam(
+    ], lr=0.0, eps=1e-15)
+    opt_deriv = sphere_adam(
         [{"params": [m.derivations], "lr": o.quater_lr_init, "name": "derivations"}])
     nets = m.network_parameters()
     lrs = {"deform": o.position_lr_init * s, "trip": o.triplane_lr,
            "trip.opacity": o.opacity_lr, "trip.shs": o.feature_lr,
            "trip.shs_dc": o.feature_lr, "trip.shs_rest": o.feature_lr / 20.0}
-    opt_net = torch.optim.Adam(
-        [{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0, eps=1e-15,
-        fused=fused or None)
+    opt_net = adam([{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0,
+                   eps=1e-15)
     optimizers = [opt_gauss, opt_deriv, opt_net]
     check_optimizer_layout(m, optimizers)
     schedules = {

@@ -214,6 +214,8 @@ def _cpu_trainer(root, data, graphs: bool):
         tensorboard=False, log=lambda *a: None)
     # the fast path as on CUDA, with graphs emulated (or the same code run eagerly)
     t.model.fused = True
+    t.fast_optimizers = True
+    t._build_optimizers()
     t.frame_networks = FrameNetworks(t.model, graphs=graphs, bucket=64, pad=True)
     t.loss_fn.graphs = graphs
     return t

@@ -1,0 +1,171 @@
+"""The fast path's optimizers (scene/optimizers.py) against the classes they stand in for."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from scene.optimizers import FusedAdam, SphereAdam
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import geoopt
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def _params(seed: int, device: str = "cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(*shape, generator=g).to(device))
+            for shape in ((50, 3), (7,), (4, 5), (3, 3))]
+
+
+def _groups(ps):
+    return [{"params": ps[:2], "lr": 1e-2, "name": "a"},
+            {"params": [ps[2]], "lr": 3e-3, "name": "b"},
+            {"params": [ps[3]], "lr": 1e-4, "name": "c"}]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_adam_is_torch_fused_adam(device):
+    """Bitwise the same parameters and state as torch.optim.Adam(fused=True) over steps where
+    some parameters have no gradient, and the state dicts load into each other."""
+    a, b = _params(0, device), _params(0, device)
+    opt_a = torch.optim.Adam(_groups(a), lr=0.0, eps=1e-15, fused=True)
+    opt_b = FusedAdam(_groups(b), lr=0.0, eps=1e-15)
+    g = torch.Generator().manual_seed(1)
+    for step in range(8):
+        grads = [torch.randn(p.shape, generator=g).to(device) for p in a]
+        for i, (pa, pb, gr) in enumerate(zip(a, b, grads)):
+            skip = step < 3 and i == 3  # a parameter that starts late (as the deformation)
+            pa.grad = None if skip else gr.clone()
+            pb.grad = None if skip else gr.clone()
+        opt_a.step()
+        opt_b.step()
+    for pa, pb in zip(a, b):
+        assert torch.equal(pa, pb)
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(opt_a.state[pa][k], opt_b.state[pb][k]), k
+    assert opt_a.state[a[3]]["step"].item() == 5
+    # state dicts interchange: continue one step each from the other's state
+    c = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    opt_c = torch.optim.Adam(_groups(c), lr=0.0, eps=1e-15, fused=True)
+    opt_c.load_state_dict(opt_b.state_dict())
+    d = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    opt_d = FusedAdam(_groups(d), lr=0.0, eps=1e-15)
+    opt_d.load_state_dict(opt_a.state_dict())
+    for ps in (c, d):
+        for p, gr in zip(ps, grads):
+            p.grad = gr.clone()
+    opt_c.step()
+    opt_d.step()
+    for pc, pd in zip(c, d):
+        assert torch.equal(pc, pd)
+
+
+def test_fused_adam_refuses_what_it_does_not_implement():
+    with pytest.raises(ValueError, match="amsgrad"):
+        FusedAdam(_params(0), amsgrad=True)
+
+
+def _sphere(seed: int, dtype=torch.float64, device: str = "cpu"):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(200, 3, 4, generator=g, dtype=dtype), dim=-1)
+    x = x.to(device)
+    return geoopt.ManifoldParameter(x, manifold=geoopt.Sphere())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_sphere_adam_matches_geoopt(dtype, device):
+    """Parameters and moments match geoopt's RiemannianAdam after 30 steps (float64: to
+    1e-12; float32: to 1e-5), points stay unit quaternions, and the state layout is
+    geoopt's (an int step count, moments of the parameter's shape)."""
+    a, b = _sphere(0, dtype, device), _sphere(0, dtype, device)
+    opt_a = geoopt.optim.RiemannianAdam([{"params": [a], "lr": 5e-3, "name": "derivations"}])
+    opt_b = SphereAdam([{"params": [b], "lr": 5e-3, "name": "derivations"}])
+    g = torch.Generator().manual_seed(2)
+    for _ in range(30):
+        gr = torch.randn(a.shape, generator=g, dtype=dtype).to(device)
+        a.grad, b.grad = gr.clone(), gr.clone()
+        opt_a.step()
+        opt_b.step()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(b.detach(), a.detach(), rtol=0, atol=tol)
+    sa, sb = opt_a.state[a], opt_b.state[b]
+    assert sa.keys() == sb.keys() and sb["step"] == sa["step"] == 30
+    assert isinstance(sb["step"], int)
+    for k in ("exp_avg", "exp_avg_sq"):
+        assert sb[k].shape == sa[k].shape
+        torch.testing.assert_close(sb[k], sa[k], rtol=tol * 10, atol=tol)
+    torch.testing.assert_close(b.detach().norm(dim=-1), torch.ones(200, 3, dtype=dtype,
+                                                                   device=device),
+                               rtol=0, atol=tol)
+    # the moment lies in the tangent space of the new point, as geoopt leaves it
+    dot = (sb["exp_avg"] * b.detach()).sum(-1)
+    assert float(dot.abs().max()) < tol
+
+
+def test_sphere_adam_falls_back_to_geoopt_off_the_plain_sphere():
+    """A Euclidean parameter or AMSGrad goes through geoopt's own step (same result)."""
+    e1, e2 = torch.nn.Parameter(torch.ones(5)), torch.nn.Parameter(torch.ones(5))
+    s1, s2 = _sphere(3), _sphere(3)
+    opt_a = geoopt.optim.RiemannianAdam([e1, s1], lr=1e-2, amsgrad=True)
+    opt_b = SphereAdam([e2, s2], lr=1e-2, amsgrad=True)
+    for k in range(3):
+        for p in (e1, e2):
+            p.grad = torch.full((5,), float(k + 1))
+        gr = torch.randn(s1.shape, generator=torch.Generator().manual_seed(k), dtype=s1.dtype)
+        s1.grad, s2.grad = gr.clone(), gr.clone()
+        opt_a.step()
+        opt_b.step()
+    assert torch.equal(e1, e2) and torch.equal(s1, s2)
+
+
+def test_fast_optimizers_follow_densification(tmp_path):
+    """build_optimizers(fused=True) gives the fast classes, and remap_gaussians carries their
+    state through a prune + clone as it does torch's and geoopt's."""
+    import numpy as np
+
+    from arguments import OptimizationParams
+    from scene.densification import remap_gaussians
+    from scene.gaussian_model import GaussianHead, ModelConfig
+    from scene.trainer import build_optimizers
+
+    m = GaussianHead(ModelConfig(exp_dim=4, center=(0.0, 0.0, 0.0), radius=0.2))
+    m.init_from_points(np.random.default_rng(0).normal(scale=0.05, size=(40, 3)))
+    opts, _ = build_optimizers(m, OptimizationParams(), fused=True)
+    assert [type(o) for o in opts] == [FusedAdam, SphereAdam, FusedAdam]
+    for p in m.parameters():
+        p.grad = torch.randn_like(p)
+    for o in opts:
+        o.step()
+    before = {k: (p.detach().clone(), {kk: vv.clone() if torch.is_tensor(vv) else vv
+                                       for kk, vv in _state(opts, p).items()})
+              for k, p in m.per_gaussian().items()}
+    index = torch.tensor([0, 5, 5, 9])
+    fresh = torch.tensor([False, False, True, False])
+    remap_gaussians(m, opts, index, fresh=fresh)
+    for k, p in m.per_gaussian().items():
+        old_p, old_state = before[k]
+        assert torch.equal(p.detach(), old_p[index])
+        st = _state(opts, p)
+        want = old_state["exp_avg"][index]
+        if k != "derivations":  # new Gaussians start with zero moments, except derivations
+            want[fresh] = 0
+        assert torch.equal(st["exp_avg"], want), k
+    for p in m.parameters():
+        p.grad = torch.randn_like(p)
+    for o in opts:
+        o.step()
+    assert torch.isfinite(m.xyz).all() and m.num_gaussians == 4
+
+
+def _state(opts, p):
+    for o in opts:
+        if p in o.state:
+            return o.state[p]
+    raise KeyError("parameter not in any optimizer")
