@@ -455,12 +455,12 @@ def host_phases(t: Trainer, start: int, n: int = 50) -> dict:
             return wrapper
 
         saved = []
-        for obj, attr, name in targets:
-            saved.append((obj, attr, attr in vars(obj), getattr(obj, attr)))
-            setattr(obj, attr, timed(name, getattr(obj, attr)))
         backward = torch.Tensor.backward
-        torch.Tensor.backward = timed("backward", backward)
         try:
+            for obj, attr, name in targets:
+                saved.append((obj, attr, attr in vars(obj), getattr(obj, attr)))
+                setattr(obj, attr, timed(name, getattr(obj, attr)))
+            torch.Tensor.backward = timed("backward", backward)
             _sync(dev)
             t0 = time.perf_counter()
             for it in range(start, start + n):

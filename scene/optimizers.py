@@ -30,13 +30,30 @@ with warnings.catch_warnings():  # geoopt 0.5 calls the deprecated torch.jit.scr
 class FusedAdam(torch.optim.Adam):
     """``torch.optim.Adam(fused=True)`` (no AMSGrad, no gradient scaler) with a leaner
     :meth:`step`. Each parameter's state is torch's: ``step`` (a float32 tensor on the
-    parameter's device), ``exp_avg``, ``exp_avg_sq``."""
+    parameter's device), ``exp_avg``, ``exp_avg_sq``. A state dict of any torch Adam loads
+    (its steps are moved to the parameters' devices, as the fused kernel reads them there)."""
+
+    # the step ignores a gradient scaler's grad_scale / found_inf: let GradScaler unscale
+    _step_supports_amp_scaling = False
 
     def __init__(self, params, **kwargs):
         kwargs["fused"] = True
         if kwargs.get("amsgrad") or kwargs.get("capturable") or kwargs.get("foreach"):
             raise ValueError("FusedAdam supports neither amsgrad, capturable nor foreach")
         super().__init__(params, **kwargs)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # torch takes 'fused' from the saved groups and moves 'step' to the parameter's device
+        # only when it is set: a state dict of a non-fused Adam would leave the steps on the
+        # CPU, where the CUDA kernel cannot read them
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            group["fused"] = True
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state and "step" in state:
+                    state["step"] = torch.as_tensor(state["step"], dtype=torch.float32,
+                                                    device=p.device)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -82,6 +99,21 @@ class FusedAdam(torch.optim.Adam):
         return loss
 
 
+def load_as_built(opt: torch.optim.Optimizer, state_dict: dict) -> None:
+    """Load ``state_dict`` into ``opt`` keeping the implementation ``opt`` was built with.
+
+    torch's ``load_state_dict`` takes every group option from the saved groups, the choice of
+    kernel (``fused``, ``foreach``, ``capturable``) included: a checkpoint of the fast path
+    resumed with ``--fast_path off`` would run the reference on the fused kernel, and one of
+    the reference resumed on the fast path would hand the fused kernel steps on the CPU."""
+    keys = ("fused", "foreach", "capturable", "differentiable")
+    built = [{k: g[k] for k in keys if k in g} for g in opt.param_groups]
+    saved = dict(state_dict)
+    saved["param_groups"] = [{**{k: v for k, v in g.items() if k not in keys}, **b}
+                             for g, b in zip(state_dict["param_groups"], built)]
+    opt.load_state_dict(saved)
+
+
 def _on_plain_sphere(p: torch.Tensor) -> bool:
     m = getattr(p, "manifold", None)
     return type(m) is geoopt.Sphere and getattr(m, "projector", None) is None
@@ -102,14 +134,15 @@ class SphereAdam(geoopt.optim.RiemannianAdam):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:  # first: the closure makes the gradients the choice reads
+            with torch.enable_grad():
+                loss = closure()
         if any(g["amsgrad"] or g["stabilize"] is not None for g in self.param_groups) or any(
                 p.grad is not None and not _on_plain_sphere(p)
                 for g in self.param_groups for p in g["params"]):
-            return super().step(closure)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+            super().step()
+            return loss
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             for x in group["params"]:
@@ -125,8 +158,8 @@ class SphereAdam(geoopt.optim.RiemannianAdam):
                     state["exp_avg_sq"] = torch.zeros_like(x)
                 state["step"] += 1
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                if group["weight_decay"]:
-                    grad = grad.add(x, alpha=group["weight_decay"])
+                if group["weight_decay"]:  # into the gradient, as geoopt does
+                    grad.add_(x, alpha=group["weight_decay"])
                 r = torch.addcmul(grad, x, torch.linalg.vecdot(x, grad).unsqueeze(-1), value=-1)
                 m.lerp_(r, 1 - beta1)
                 v.lerp_(torch.linalg.vecdot(r, r).unsqueeze(-1).expand_as(v), 1 - beta2)

@@ -34,7 +34,7 @@ from scene.cuda_graphs import FrameNetworks, TrainingLoss
 from scene.densification import Densifier, DensifyConfig, check_optimizer_layout
 from scene.gaussian_model import SH_DEGREE_INTERVAL, GaussianHead, ModelConfig
 from scene.model_io import save_model, write_meta
-from scene.optimizers import FusedAdam, SphereAdam
+from scene.optimizers import FusedAdam, SphereAdam, load_as_built
 from utils.errors import CheckpointError, OptionError, TrainingDiverged
 from utils.general_utils import configure_precision, expon_lr, resolve_device, seed_everything
 from utils.graphics_utils import bounding_sphere
@@ -377,7 +377,7 @@ class Trainer:
         self.model.active_sh_degree = ckpt["active_sh_degree"]
         self._build_optimizers()
         for opt, state in zip(self.optimizers, ckpt["optimizers"]):
-            opt.load_state_dict(state)
+            load_as_built(opt, state)  # this run's kernels, whichever path wrote the state
         # torch's load_state_dict turns an integer 'step' into a float32 tensor; geoopt keeps
         # it as an int, and the bias correction would then differ in the last bit
         for st in self.opt_deriv.state.values():

@@ -71,6 +71,7 @@ def test_bench_run_end_to_end_on_the_cpu(tmp_path):
             assert {"networks forward", "rasterization forward", "loss forward", "backward",
                     "other"} <= set(parts)
             assert all(v >= 0 for v in parts.values())
-            assert abs(sum(parts.values()) - h[mode]["wall_ms_per_it"]) < 1e-6 + 0.01 * h[
-                mode]["wall_ms_per_it"] or parts["other"] == 0
+            # the timed parts do not overlap: together they fit in the wall time
+            timed = sum(v for k, v in parts.items() if k != "other")
+            assert timed <= h[mode]["wall_ms_per_it"] * (1 + 1e-6), (timed, h[mode])
     assert r["test"]["psnr"] > 0 and r["render"]["latency_ms"] > 0

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from scene.optimizers import FusedAdam, SphereAdam
+from scene.optimizers import FusedAdam, SphereAdam, load_as_built
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -66,6 +66,63 @@ def test_fused_adam_is_torch_fused_adam(device):
         assert torch.equal(pc, pd)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_optimizer_states_load_across_the_two_paths(device):
+    """A checkpoint of the reference path (non-fused Adam) resumes on the fast path and the
+    other way round: each optimizer keeps its own kernel (load_as_built), FusedAdam's steps
+    end up as float32 on the parameters' device, and both continue with the same update."""
+    ref, fast = _params(0, device), _params(0, device)
+    opt_ref = torch.optim.Adam(_groups(ref), lr=0.0, eps=1e-15)
+    opt_fast = FusedAdam(_groups(fast), lr=0.0, eps=1e-15)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=g).to(device) for p in ref]
+        for a, b, gr in zip(ref, fast, grads):
+            a.grad, b.grad = gr.clone(), gr.clone()
+        opt_ref.step()
+        opt_fast.step()
+    saved_ref = _roundtrip(opt_ref.state_dict())
+    saved_fast = _roundtrip(opt_fast.state_dict())
+    # the reference's state into the fast path, and the fast path's into the reference
+    p1 = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    fast_from_ref = FusedAdam(_groups(p1), lr=0.0, eps=1e-15)
+    load_as_built(fast_from_ref, saved_ref)
+    p2 = [torch.nn.Parameter(p.detach().clone()) for p in fast]
+    ref_from_fast = torch.optim.Adam(_groups(p2), lr=0.0, eps=1e-15)
+    load_as_built(ref_from_fast, saved_fast)
+    assert all(grp["fused"] for grp in fast_from_ref.param_groups)
+    assert not any(grp["fused"] for grp in ref_from_fast.param_groups)
+    for p in p1:
+        st = fast_from_ref.state[p]["step"]
+        assert st.dtype == torch.float32 and st.device == p.device and float(st) == 3
+    # FusedAdam also fixes the steps when a non-fused state dict is loaded directly
+    p3 = [torch.nn.Parameter(p.detach().clone()) for p in ref]
+    direct = FusedAdam(_groups(p3), lr=0.0, eps=1e-15)
+    direct.load_state_dict(_roundtrip(opt_ref.state_dict()))  # its own copy: loading aliases
+    assert all(grp["fused"] for grp in direct.param_groups)
+    assert all(direct.state[p]["step"].device == p.device for p in p3)
+    grads = [torch.randn(p.shape, generator=g).to(device) for p in ref]
+    for ps in (ref, p1, p2, p3):
+        for p, gr in zip(ps, grads):
+            p.grad = gr.clone()
+    for opt in (opt_ref, fast_from_ref, ref_from_fast, direct):
+        opt.step()
+    for name, ps in (("fast from ref", p1), ("ref from fast", p2), ("direct", p3)):
+        for a, b in zip(ref, ps):
+            torch.testing.assert_close(b.detach(), a.detach(), rtol=1e-6, atol=1e-7,
+                                       msg=lambda m, name=name: f"{name}: {m}")
+
+
+def _roundtrip(state: dict) -> dict:
+    """A state dict through torch.save / torch.load(map_location='cpu'), as checkpoints."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, map_location="cpu", weights_only=False)
+
+
 def test_fused_adam_refuses_what_it_does_not_implement():
     with pytest.raises(ValueError, match="amsgrad"):
         FusedAdam(_params(0), amsgrad=True)
@@ -109,20 +166,28 @@ def test_sphere_adam_matches_geoopt(dtype, device):
     assert float(dot.abs().max()) < tol
 
 
-def test_sphere_adam_falls_back_to_geoopt_off_the_plain_sphere():
-    """A Euclidean parameter or AMSGrad goes through geoopt's own step (same result)."""
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_sphere_adam_falls_back_to_geoopt_off_the_plain_sphere(amsgrad):
+    """A Euclidean parameter (its gradient set inside the closure) or AMSGrad goes through
+    geoopt's own step: bitwise geoopt's result, and the Euclidean parameter is not
+    normalised."""
     e1, e2 = torch.nn.Parameter(torch.ones(5)), torch.nn.Parameter(torch.ones(5))
     s1, s2 = _sphere(3), _sphere(3)
-    opt_a = geoopt.optim.RiemannianAdam([e1, s1], lr=1e-2, amsgrad=True)
-    opt_b = SphereAdam([e2, s2], lr=1e-2, amsgrad=True)
+    opt_a = geoopt.optim.RiemannianAdam([e1, s1], lr=1e-2, amsgrad=amsgrad)
+    opt_b = SphereAdam([e2, s2], lr=1e-2, amsgrad=amsgrad)
     for k in range(3):
-        for p in (e1, e2):
-            p.grad = torch.full((5,), float(k + 1))
         gr = torch.randn(s1.shape, generator=torch.Generator().manual_seed(k), dtype=s1.dtype)
-        s1.grad, s2.grad = gr.clone(), gr.clone()
-        opt_a.step()
-        opt_b.step()
+        for opt, e, s in ((opt_a, e1, s1), (opt_b, e2, s2)):
+            e.grad = None
+
+            def closure(e=e, s=s, k=k, gr=gr):
+                e.grad = torch.full((5,), float(k + 1))
+                s.grad = gr.clone()
+                return 0.0
+
+            opt.step(closure)
     assert torch.equal(e1, e2) and torch.equal(s1, s2)
+    assert float(e2.detach().norm()) > 2.0  # still near (1, ..., 1), not a unit vector
 
 
 def test_fast_optimizers_follow_densification(tmp_path):
