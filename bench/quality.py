@@ -72,7 +72,8 @@ def summarize(psnr: dict[str, list[float]], reference: str = "reference") -> dic
 
 
 def _write(args, extra: list[str], device, seeds: list[int], psnr: dict[str, list[float]]
-           ) -> tuple[dict, dict]:
+           ) -> dict:
+    """Write the JSON for the seeds every path has finished; return their summary."""
     done = min(len(v) for v in psnr.values())
     summary = summarize({k: v[:done] for k, v in psnr.items()})
     result = {
@@ -84,7 +85,7 @@ def _write(args, extra: list[str], device, seeds: list[int], psnr: dict[str, lis
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"{result['date']}_{device.type}_{result['commit']}_quality.json",
                       result)
-    return summary, result
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 psnr[name].append(float(last["psnr"]))
                 print(f"seed {seed} {name}: test PSNR {psnr[name][-1]:.3f} dB", flush=True)
             # after every seed, the seeds complete so far: a run stopped early keeps them
-            summary, result = _write(args, extra, device, seeds, psnr)
+            summary = _write(args, extra, device, seeds, psnr)
     print("\n| path | test PSNR, mean ± std (dB) | minus reference, mean [95% CI] |")
     print("|---|---|---|")
     for name, row in summary.items():

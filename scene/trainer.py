@@ -431,8 +431,7 @@ def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False
     Returns the optimizers and the learning-rate schedules by group name."""
     s = o.spatial_lr_scale
     # the fast path's optimizers: the same updates and state, with less host work per step
-    adam = (lambda groups, **kw: FusedAdam(groups, **kw)) if fused else (
-        lambda groups, **kw: torch.optim.Adam(groups, **kw))
+    adam = FusedAdam if fused else torch.optim.Adam
     sphere_adam = SphereAdam if fused else geoopt.optim.RiemannianAdam
     opt_gauss = adam([
         {"params": [m.xyz], "lr": o.position_lr_init * s, "name": "xyz"},
