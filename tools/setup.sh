@@ -6,12 +6,26 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 "$PY" -c 'import sys; assert sys.version_info >= (3, 10), "Python 3.10+ is needed, found " + sys.version.split()[0]'
+created=0
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
+    created=1
 fi
 want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 have=$(cat .venv/.setup-stamp 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
+    # A first install (torch's CUDA build and its libraries) fills about 6.3 GB; fail before pip
+    # does, with the fix, rather than half-way with "No space left on device".
+    if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+        free_kb=$(df -Pk .venv | awk 'NR==2 {print $4}')
+        if [ "$free_kb" -lt 6815744 ]; then
+            echo "tools/setup.sh: installing into $(pwd)/.venv needs about 6.5 GB free on its" \
+                 "disk; $((free_kb / 1048576)) GB are free. Free some (old clones, caches) and run" \
+                 "it again." >&2
+            if [ "$created" = 1 ]; then rm -rf .venv; fi
+            exit 1
+        fi
+    fi
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -r requirements-dev.txt
     echo "$want" > .venv/.setup-stamp
