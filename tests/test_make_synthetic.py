@@ -1,4 +1,5 @@
-"""Tests for tools/make_synthetic.py: layout, determinism, geometry and expression effects."""
+"""Tests for tools/make_synthetic.py: layout, determinism, geometry, expression effects, region
+maps and novel views."""
 
 import json
 import math
@@ -8,43 +9,27 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
+from tests.synthetic_helpers import (
+    HEAD_BGR,
+    RES,
+    WHITE,
+    _is,
+    _mask,
+    _parsing,
+    make_small_dataset,
+)
 from tools import make_synthetic as ms
-
-RES = 64
-HEAD_BGR = (255, 0, 0)  # parsing colours as cv2 reads them (BGR)
-WHITE = (255, 255, 255)
+from utils.regions import decode_regions
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """A 30-frame, 64 px dataset with a principal point offset, and its parsed JSON files."""
-    out = ms.make_synthetic(
-        tmp_path_factory.mktemp("ds") / "out",
-        frames=30,
-        res=RES,
-        seed=0,
-        principal_offset=(3.0, -2.0),
-    )
-    transforms = json.loads((out / "transforms.json").read_text())
-    gt = json.loads((out / "synthetic_gt.json").read_text())
-    return out, transforms, gt
+    return make_small_dataset(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def scene():
-    return ms.build_scene(128, seed=0)
-
-
-def _parsing(out, i):
-    return cv2.imread(str(out / "parsing" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
-
-
-def _mask(out, i, offset=1):
-    return cv2.imread(str(out / "mask" / f"{i + offset}.png"), cv2.IMREAD_UNCHANGED)
-
-
-def _is(img, bgr):
-    return np.all(img == np.array(bgr, np.uint8), axis=-1)
+def world():
+    return ms.build_world(128, seed=0)
 
 
 def _pose(yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, t=(0.0, 0.0, 0.0)):
@@ -54,10 +39,10 @@ def _pose(yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0, t=(0.0, 0.0, 0.0)):
     return pose
 
 
-def _box(scene, point, half_rows, half_cols=None):
+def _box(world, point, half_rows, half_cols=None):
     """Pixel slices (rows, cols) of a box around a head-frame point projected at rest pose."""
     half_cols = half_rows if half_cols is None else half_cols
-    u, v = ms.project(scene, np.eye(4), np.array(point))[0]
+    u, v = ms.project(world, np.eye(4), np.array(point))[0]
     return (
         slice(int(v) - half_rows, int(v) + half_rows + 1),
         slice(int(u) - half_cols, int(u) + half_cols + 1),
@@ -105,6 +90,12 @@ def test_layout(tmp_path, mask_offset):
         assert known.all()
         for bgr in (HEAD_BGR, (0, 255, 0), (0, 0, 255), WHITE):
             assert _is(par, bgr).any()
+        labels = cv2.imread(str(out / "regions" / f"{i}.png"), cv2.IMREAD_UNCHANGED)
+        assert labels.shape == (RES, RES) and labels.dtype == np.uint8
+        regions = decode_regions(labels)
+        for name, bgr in (("head", HEAD_BGR), ("neck", (0, 255, 0)), ("torso", (0, 0, 255))):
+            np.testing.assert_array_equal(regions[name], _is(par, bgr))
+        assert regions["mouth"].any() and regions["eyes"].any()
     gt = json.loads((out / "synthetic_gt.json").read_text())
     assert gt["generator"] == ms.GENERATOR and gt["seed"] == 1 and gt["mask_offset"] == mask_offset
     assert gt["control_names"] == list(ms.CONTROL_NAMES)
@@ -192,12 +183,12 @@ def test_head_centre_projects_into_head_region(dataset):
 
 def test_principal_offset_shifts_image():
     dx, dy = 5, -3
-    base = ms.build_scene(RES, seed=0)
-    shifted = ms.build_scene(RES, seed=0, principal_offset=(dx, dy))
+    base = ms.build_world(RES, seed=0)
+    shifted = ms.build_world(RES, seed=0, principal_offset=(dx, dy))
     pose = _pose(10, 3, -2, (0.004, 0.0, 0.002))
     ctl = {"jaw_open": 0.4}
-    _, _, lab0 = ms.render(base, ctl, pose)
-    _, mask1, lab1 = ms.render(shifted, ctl, pose)
+    lab0 = ms.render_frame(base, ctl, pose).label
+    _, mask1, lab1, _ = ms.render_frame(shifted, ctl, pose)
     pred = ms.project(shifted, pose, np.zeros(3)) - ms.project(base, pose, np.zeros(3))
     np.testing.assert_allclose(pred[0], [dx, dy])
     head0, head1 = np.argwhere(lab0 == ms.LABEL_HEAD), np.argwhere(lab1 == ms.LABEL_HEAD)
@@ -217,46 +208,46 @@ def test_mask_and_parsing_agree(dataset):
         assert (mask[~body] > 200).sum() == 0
 
 
-def test_torso_fixed_head_moves(dataset, scene):
+def test_torso_fixed_head_moves(dataset, world):
     out, tr, _ = dataset
     torso = np.stack([_is(_parsing(out, i), (0, 0, 255)) for i in range(len(tr["frames"]))])
     always, ever = torso.all(0).sum(), torso.any(0).sum()
     assert always / ever > 0.95
     # With explicit poses: turning and shifting the head moves head pixels, not the torso.
-    rgb0, _, lab0 = ms.render(scene, {}, _pose())
-    rgb1, _, lab1 = ms.render(scene, {}, _pose(18, 4, 3, (0.006, 0.004, 0.0)))
+    rgb0, _, lab0, _ = ms.render_frame(world, {}, _pose())
+    rgb1, _, lab1, _ = ms.render_frame(world, {}, _pose(18, 4, 3, (0.006, 0.004, 0.0)))
     head0, head1 = lab0 == ms.LABEL_HEAD, lab1 == ms.LABEL_HEAD
     assert (head0 ^ head1).sum() > 0.05 * head0.sum()
     t0, t1 = lab0 == ms.LABEL_TORSO, lab1 == ms.LABEL_TORSO
     assert (t0 & t1).sum() / (t0 | t1).sum() > 0.97
     # Away from the neck the torso is pixel-identical.
-    rows = slice(int(0.92 * scene.res), scene.res)
-    cols = np.r_[0 : int(0.3 * scene.res), int(0.7 * scene.res) : scene.res]
+    rows = slice(int(0.92 * world.res), world.res)
+    cols = np.r_[0 : int(0.3 * world.res), int(0.7 * world.res) : world.res]
     np.testing.assert_array_equal(rgb0[rows][:, cols], rgb1[rows][:, cols])
 
 
 # ----------------------------------------------------------------------------- expressions
 
 
-def test_jaw_open_opens_mouth_and_lowers_chin(scene):
-    rgb0, _, lab0 = ms.render(scene, {"jaw_open": 0.0}, np.eye(4))
-    rgb1, _, lab1 = ms.render(scene, {"jaw_open": 1.0}, np.eye(4))
-    rows, cols = _box(scene, (0.0, ms.MOUTH_Y - 0.008, 0.09), 5)
+def test_jaw_open_opens_mouth_and_lowers_chin(world):
+    rgb0, _, lab0, _ = ms.render_frame(world, {"jaw_open": 0.0}, np.eye(4))
+    rgb1, _, lab1, _ = ms.render_frame(world, {"jaw_open": 1.0}, np.eye(4))
+    rows, cols = _box(world, (0.0, ms.MOUTH_Y - 0.008, 0.09), 5)
     dark0 = (_lum(rgb0[rows, cols]) < 60).sum()
     dark1 = (_lum(rgb1[rows, cols]) < 60).sum()
     assert dark1 > dark0 + 15
-    centre = slice(scene.res // 2 - 4, scene.res // 2 + 4)
+    centre = slice(world.res // 2 - 4, world.res // 2 + 4)
     chin0 = np.nonzero((lab0[:, centre] == ms.LABEL_HEAD).any(1))[0].max()
     chin1 = np.nonzero((lab1[:, centre] == ms.LABEL_HEAD).any(1))[0].max()
     assert chin1 >= chin0 + 2
 
 
-def test_blink_closes_eyes(scene):
-    rgb0, _, _ = ms.render(scene, {"blink": 0.0}, np.eye(4))
-    rgb1, _, _ = ms.render(scene, {"blink": 1.0}, np.eye(4))
+def test_blink_closes_eyes(world):
+    rgb0 = ms.render_frame(world, {"blink": 0.0}, np.eye(4)).rgb
+    rgb1 = ms.render_frame(world, {"blink": 1.0}, np.eye(4)).rgb
     changed = np.abs(rgb0.astype(int) - rgb1.astype(int)).max(-1) > 0
     for name in ("eye_left_img", "eye_right_img"):
-        rows, cols = _box(scene, ms.FACE_POINTS[name], 6, 9)
+        rows, cols = _box(world, ms.FACE_POINTS[name], 6, 9)
         white0 = (_lum(rgb0[rows, cols]) > 190).sum()
         white1 = (_lum(rgb1[rows, cols]) > 190).sum()
         assert white0 >= 4 and white1 == 0
@@ -274,25 +265,59 @@ def test_blink_closes_eyes(scene):
         ("gaze_right", "eyes"),
     ],
 )
-def test_controls_change_local_pixels(scene, control, region):
-    rgb0, _, _ = ms.render(scene, {}, np.eye(4))
-    rgb1, _, _ = ms.render(scene, {control: 1.0}, np.eye(4))
+def test_controls_change_local_pixels(world, control, region):
+    rgb0 = ms.render_frame(world, {}, np.eye(4)).rgb
+    rgb1 = ms.render_frame(world, {control: 1.0}, np.eye(4)).rgb
     diff = np.abs(rgb0.astype(int) - rgb1.astype(int)).max(-1)
     if region == "mouth":
-        rows, cols = _box(scene, ms.FACE_POINTS["mouth"], 10, 16)
+        rows, cols = _box(world, ms.FACE_POINTS["mouth"], 10, 16)
     else:  # both eyes and brows
-        rows, cols = _box(scene, (0.0, ms.EYE_Y + 0.012, 0.089), 12, 28)
+        rows, cols = _box(world, (0.0, ms.EYE_Y + 0.012, 0.089), 12, 28)
     assert (diff[rows, cols] > 20).sum() >= 5
     diff[rows, cols] = 0
     assert diff.max() == 0, f"{control} changed pixels outside the {region}"
 
 
-def test_render_rejects_unknown_control(scene):
+def test_render_rejects_unknown_control(world):
     with pytest.raises(ValueError, match="unknown controls"):
-        ms.render(scene, {"wink": 1.0}, np.eye(4))
+        ms.render_frame(world, {"wink": 1.0}, np.eye(4))
 
 
-# ----------------------------------------------------------------------------- folders, CLI
+# ----------------------------------------------------------------------------- regions
+
+
+def test_regions_follow_parsing_and_mouth_grows_with_jaw_open(world):
+    closed = ms.render_frame(world, {"jaw_open": 0.0}, np.eye(4))
+    opened = ms.render_frame(world, {"jaw_open": 1.0}, np.eye(4))
+    for frame in (closed, opened):
+        regions = decode_regions(frame.regions)
+        for k, name in ms.LABEL_NAMES.items():
+            np.testing.assert_array_equal(regions[name], frame.label == k)
+        for part in ("mouth", "eyes"):
+            assert regions[part].any() and not (regions[part] & ~regions["head"]).any()
+    m0, m1 = decode_regions(closed.regions)["mouth"], decode_regions(opened.regions)["mouth"]
+    assert m0.sum() >= 20 and m1.sum() > 1.5 * m0.sum()
+    # The open mouth's dark interior lies in the region.
+    rows, cols = _box(world, (0.0, ms.MOUTH_Y - 0.008, 0.09), 5)
+    dark = _lum(opened.rgb[rows, cols]) < 60
+    assert dark.sum() >= 15 and m1[rows, cols][dark].all()
+
+
+def test_eyes_region_holds_what_a_blink_changes(world):
+    opened = ms.render_frame(world, {"blink": 0.0}, np.eye(4))
+    closed = ms.render_frame(world, {"blink": 1.0}, np.eye(4))
+    e0, e1 = decode_regions(opened.regions)["eyes"], decode_regions(closed.regions)["eyes"]
+    # The region is the eye openings on the face, so it stays as the lids close over them.
+    np.testing.assert_array_equal(e0, e1)
+    changed = np.abs(opened.rgb.astype(int) - closed.rgb.astype(int)).max(-1) > 0
+    assert changed.sum() >= 20 and not (changed & ~e0).any()
+    assert e0.sum() < 0.01 * e0.size
+    for name in ("eye_left_img", "eye_right_img"):
+        u, v = ms.project(world, np.eye(4), np.array(ms.FACE_POINTS[name]))[0].astype(int)
+        assert e0[v - 1 : v + 2, u - 2 : u + 3].any()
+
+
+# ----------------------------------------------------------------------------- novel views
 
 
 def test_refuses_foreign_folder_and_cleans_stale_frames(tmp_path):

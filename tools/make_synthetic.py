@@ -10,6 +10,12 @@ fixed, seed-dependent nonnegative matrix. The face is one MediaPipe's face mesh 
 every frame from about 128 px up, so ``--video`` output is ground truth for
 tools/preprocess.py (tests/test_preprocess.py).
 
+Novel views: the test expressions (every ``--novel_every``-th of the last ``--novel_last``
+frames) are rendered again from cameras rotated by each of ``--novel_yaws`` degrees about the
+head's vertical axis (the head frame's y axis through its origin). Only the camera moves: head
+pose, expression, torso, light and background stay as in the source frame, so if the source
+frame's camera-to-head matrix is T, the novel one is R_y(yaw) @ T.
+
 Output layout (``OUT/``)::
 
     transforms.json          h, w, fx, fy, cx, cy, frames[{img_id, aud_id, transform_matrix,
@@ -17,12 +23,19 @@ Output layout (``OUT/``)::
     ori_imgs/{i}.jpg         RGB frame
     mask/{i + offset}.png    soft person mask (uint8 grayscale)
     parsing/{i}.png          head (0,0,255), neck (0,255,0), torso (255,0,0), background white
-    synthetic_gt.json        ground truth (controls, head poses, camera, mixing, seed, version)
+    regions/{i}.png          uint8 bit flags of utils/regions.py: head, neck, torso (as in
+                             parsing/), mouth (lips and the open mouth), eyes (the eye openings
+                             and the lids that close over them)
+    novel/                   the same layout for the novel views; its transforms.json frames
+                             also hold source_img_id, yaw_deg and source_transform_matrix
+    synthetic_gt.json        ground truth (controls, head poses, camera, mixing, novel views,
+                             seed, version)
     video.mp4                only with --video
 
 Usage::
 
     python tools/make_synthetic.py OUT --frames 30 --res 64 --seed 0 [--video]
+        [--novel_yaws 15,-15,30,-30] [--novel_last 100] [--novel_every 4]
 """
 
 from __future__ import annotations
@@ -36,9 +49,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils.regions import REGION_BITS, encode_regions, parsing_image  # noqa: E402
 
 GENERATOR = "gaussianhead-open tools/make_synthetic.py"
 VERSION = 1
@@ -50,8 +68,10 @@ FOCAL_SCALE = 1.45  # fx = fy = FOCAL_SCALE * res, about 38 degrees field of vie
 CAMERA_EYE = (0.0, -0.04, 0.55)
 CONTROL_NAMES = ("jaw_open", "smile", "blink", "brow_raise", "pucker", "gaze_left", "gaze_right")
 LABEL_BG, LABEL_HEAD, LABEL_NECK, LABEL_TORSO = 0, 1, 2, 3
-# Parsing colours in RGB, indexed by label.
-PARSING_RGB = np.array([[255, 255, 255], [0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
+LABEL_NAMES = {LABEL_HEAD: "head", LABEL_NECK: "neck", LABEL_TORSO: "torso"}
+MOUTH_BIT, EYES_BIT = REGION_BITS["mouth"], REGION_BITS["eyes"]
+NOVEL_YAWS = (15.0, -15.0, 30.0, -30.0)  # degrees about the head's vertical axis
+NOVEL_DIR = "novel"
 
 LIGHT_DIR = np.array([-0.35, 0.45, 0.82]) / np.linalg.norm([-0.35, 0.45, 0.82])
 AMBIENT, DIFFUSE = 0.45, 0.6
@@ -97,8 +117,8 @@ class Appearance:
 
 
 @dataclass(frozen=True)
-class Scene:
-    """Everything fixed over a sequence: intrinsics, camera, ray directions and the static layer.
+class SyntheticWorld:
+    """Everything fixed for one camera: intrinsics, camera, ray directions and the static layer.
 
     Arrays at supersampled resolution S = res * SS: ``rays`` (3, S, S) float32 unit world
     directions, ``static_rgb`` (S, S, 3) float32, ``static_t`` (S, S) float32 ray depth (inf
@@ -116,6 +136,15 @@ class Scene:
     static_rgb: np.ndarray
     static_t: np.ndarray
     static_label: np.ndarray
+
+
+class Frame(NamedTuple):
+    """One rendered frame; every array uint8, (res, res) or (res, res, 3)."""
+
+    rgb: np.ndarray
+    mask: np.ndarray  # soft person mask 0..255
+    label: np.ndarray  # LABEL_BG / LABEL_HEAD / LABEL_NECK / LABEL_TORSO
+    regions: np.ndarray  # bit flags of utils.regions.REGION_BITS
 
 
 # ----------------------------------------------------------------------------- small math
@@ -317,7 +346,7 @@ def _background(app: Appearance, d: np.ndarray) -> np.ndarray:
     return np.clip(col + tex[:, None], 0, 1)
 
 
-# ----------------------------------------------------------------------------- scene set-up
+# ----------------------------------------------------------------------------- world set-up
 
 
 def _camera_c2w() -> np.ndarray:
@@ -327,13 +356,24 @@ def _camera_c2w() -> np.ndarray:
     return c2w
 
 
-def build_scene(res: int, seed: int, principal_offset: Sequence[float] = (0.0, 0.0)) -> Scene:
+def build_world(res: int, seed: int, principal_offset: Sequence[float] = (0.0, 0.0)
+                ) -> SyntheticWorld:
     """Set up intrinsics, rays and the static layer (background, torso) for one dataset."""
-    app = _make_appearance(_rng(seed, 0))
-    fx = fy = FOCAL_SCALE * res
-    cx = res / 2 + float(principal_offset[0])
-    cy = res / 2 + float(principal_offset[1])
-    cam = _camera_c2w()
+    fx = FOCAL_SCALE * res
+    intr = (fx, fx, res / 2 + float(principal_offset[0]), res / 2 + float(principal_offset[1]))
+    return _look(res, intr, _make_appearance(_rng(seed, 0)), _camera_c2w())
+
+
+def with_camera(world: SyntheticWorld, cam_c2w: np.ndarray) -> SyntheticWorld:
+    """The same world (appearance, intrinsics) seen from another camera-to-world (4, 4)."""
+    intr = (world.fx, world.fy, world.cx, world.cy)
+    return _look(world.res, intr, world.appearance, np.asarray(cam_c2w, float))
+
+
+def _look(res: int, intr: tuple[float, float, float, float], app: Appearance,
+          cam: np.ndarray) -> SyntheticWorld:
+    """Rays and static layer of the camera cam (4, 4) camera-to-world, OpenGL axes."""
+    fx, fy, cx, cy = intr
     s = res * SS
     # Sub-sample centres: pixel (i, j) covers [j, j + 1) x [i, i + 1) in image coordinates.
     coords = (np.arange(s, dtype=np.float64) + 0.5) / SS
@@ -348,7 +388,7 @@ def build_scene(res: int, seed: int, principal_offset: Sequence[float] = (0.0, 0
     p = o[:, None] + t_torso[hit] * rays[:, hit]
     col[hit] = _shade(np.broadcast_to(app.shirt, (int(hit.sum()), 3)), _TORSO.normal(p))
     label = np.where(hit, LABEL_TORSO, LABEL_BG).astype(np.uint8)
-    return Scene(
+    return SyntheticWorld(
         res=res,
         fx=fx,
         fy=fy,
@@ -363,21 +403,34 @@ def build_scene(res: int, seed: int, principal_offset: Sequence[float] = (0.0, 0
     )
 
 
-def project(scene: Scene, head_pose: np.ndarray, points: np.ndarray) -> np.ndarray:
+def orbit_camera(c2h: np.ndarray, head_pose: np.ndarray, yaw_deg: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A camera rotated by yaw_deg about the head's y axis through the head-frame origin.
+
+    c2h: (4, 4) the source camera-to-head T (OpenGL axes); head_pose: (4, 4) head-to-world.
+    Returns the novel camera-to-head R_y(yaw) @ T and camera-to-world head_pose @ R_y(yaw) @ T.
+    """
+    ry = np.eye(4)
+    ry[:3, :3] = rotation_ypr(math.radians(yaw_deg), 0.0, 0.0)
+    novel = ry @ c2h
+    return novel, head_pose @ novel
+
+
+def project(world: SyntheticWorld, head_pose: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Pixel coordinates (N, 2) (u right, v down) of head-frame points (N, 3)."""
     pts = np.asarray(points, float).reshape(-1, 3)
-    world = pts @ head_pose[:3, :3].T + head_pose[:3, 3]
-    cam = (world - scene.cam_c2w[:3, 3]) @ scene.cam_c2w[:3, :3]
+    pts_w = pts @ head_pose[:3, :3].T + head_pose[:3, 3]
+    cam = (pts_w - world.cam_c2w[:3, 3]) @ world.cam_c2w[:3, :3]
     x, y, z = cam[:, 0], -cam[:, 1], -cam[:, 2]
-    return np.stack([scene.fx * x / z + scene.cx, scene.fy * y / z + scene.cy], axis=1)
+    return np.stack([world.fx * x / z + world.cx, world.fy * y / z + world.cy], axis=1)
 
 
-def _sphere_box(scene: Scene, centre_world: np.ndarray, r: float) -> tuple[float, ...]:
+def _sphere_box(world: SyntheticWorld, centre_world: np.ndarray, r: float) -> tuple[float, ...]:
     """Conservative image rectangle (u0, v0, u1, v1) of a world sphere."""
-    c = (centre_world - scene.cam_c2w[:3, 3]) @ scene.cam_c2w[:3, :3]
+    c = (centre_world - world.cam_c2w[:3, 3]) @ world.cam_c2w[:3, :3]
     x, y, z = c[0], -c[1], -c[2]
-    us = [scene.fx * (x + sx) / (z + sz) + scene.cx for sx in (-r, r) for sz in (-r, r)]
-    vs = [scene.fy * (y + sy) / (z + sz) + scene.cy for sy in (-r, r) for sz in (-r, r)]
+    us = [world.fx * (x + sx) / (z + sz) + world.cx for sx in (-r, r) for sz in (-r, r)]
+    vs = [world.fy * (y + sy) / (z + sz) + world.cy for sy in (-r, r) for sz in (-r, r)]
     return min(us), min(vs), max(us), max(vs)
 
 
@@ -402,11 +455,15 @@ def _paint(col: np.ndarray, where: np.ndarray, rgb) -> None:
     col[where] = np.asarray(rgb, col.dtype)
 
 
-def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance) -> np.ndarray:
-    """Albedo (N, 3) of skin points p (3, N, head frame) with eyes, brows, nose and lips."""
+def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Albedo (N, 3) of skin points p (3, N, head frame) with eyes, brows, nose and lips, and
+    their region flags (N,) uint8: MOUTH_BIT on the lips and in the open mouth, EYES_BIT where
+    a blink can change the colour (the open eye and its lid)."""
     jaw, smile, blink, brow, pucker, gaze_l, gaze_r = (float(c) for c in ctl)
     x, y, z = p
     n = p.shape[1]
+    flags = np.zeros(n, np.uint8)
     col = np.empty((n, 3), np.float32)
     col[:] = app.skin
     front = z > 0.03
@@ -444,6 +501,10 @@ def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance) -> np.ndarray:
         inside = front & (np.abs(u) < 1) & (y > lower) & (y < upper)
         lid = front & (np.abs(u) < 1.12) & (y >= upper - 0.0002) & (y < upper + 0.0016)
         crease = front & (np.abs(u) < 0.9) & (np.abs(y - (EYE_Y + 0.0105 * arc + 0.001)) < 0.0009)
+        # Every point the opening or the lid covers at some blink value.
+        open_top = lower + 0.0105 * arc
+        eye = front & (np.abs(u) < 1.12) & (y >= lower - 0.0002) & (y < open_top + 0.0016)
+        flags[eye] |= EYES_BIT
         col[crease] *= 0.82
         _paint(col, inside, (0.93, 0.92, 0.9))
         ix = ex + 0.0065 * (gaze_r - gaze_l)
@@ -472,12 +533,14 @@ def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance) -> np.ndarray:
     lip_up = top + (0.0048 + 0.0015 * pucker) * arc - bow
     lip_lo = bottom - (0.006 + 0.002 * pucker) * arc
     in_mouth = front & (np.abs(u) < 1)
-    _paint(col, in_mouth & (y > lip_lo) & (y < lip_up), app.lips)
+    mouth = in_mouth & (y > lip_lo) & (y < lip_up)
+    flags[mouth] |= MOUTH_BIT
+    _paint(col, mouth, app.lips)
     interior = in_mouth & (y > bottom) & (y < top)
     _paint(col, interior, (0.16, 0.05, 0.05))
     teeth = interior & (y > top - 0.0035) & (np.abs(u) < 0.65)
     _paint(col, teeth, (0.9, 0.88, 0.8))
-    return col
+    return col, flags
 
 
 def _hair_present(p: np.ndarray) -> np.ndarray:
@@ -498,49 +561,52 @@ def _hair_albedo(p: np.ndarray, app: Appearance) -> np.ndarray:
 # ----------------------------------------------------------------------------- rendering
 
 
-def render(
-    scene: Scene,
+def render_frame(
+    world: SyntheticWorld,
     controls: Mapping[str, float] | Sequence[float] | np.ndarray,
     head_pose: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render one frame.
+) -> Frame:
+    """Ray-cast one frame.
 
     Args:
-        scene: from :func:`build_scene`.
+        world: from :func:`build_world` or :func:`with_camera`.
         controls: mapping name -> value in [0, 1] (missing names are 0) or an array ordered as
             CONTROL_NAMES.
         head_pose: (4, 4) head-to-world.
 
     Returns:
-        rgb (res, res, 3) uint8, mask (res, res) uint8 soft person mask, label (res, res) uint8
-        parsing labels (LABEL_BG / LABEL_HEAD / LABEL_NECK / LABEL_TORSO).
+        The image, soft person mask, parsing labels and region flags. A pixel is labelled head,
+        neck or torso when most of it is covered by that part; it is in the mouth or eyes
+        region when any of its sub-samples is.
     """
     ctl = _controls_array(controls)
     pose = np.asarray(head_pose, float)
-    s = scene.res * SS
+    s = world.res * SS
     neck_a = np.asarray(NECK_BOTTOM, float)
     neck_b = pose[:3, :3] @ np.asarray(NECK_TOP, float) + pose[:3, 3]
     # Only rays inside the projected bounds of the head and neck can hit a moving primitive.
     boxes = np.array(
         [
-            _sphere_box(scene, pose[:3, 3], HEAD_BOUND_RADIUS),
-            _sphere_box(scene, neck_a, NECK_RADIUS),
-            _sphere_box(scene, neck_b, NECK_RADIUS),
+            _sphere_box(world, pose[:3, 3], HEAD_BOUND_RADIUS),
+            _sphere_box(world, neck_a, NECK_RADIUS),
+            _sphere_box(world, neck_b, NECK_RADIUS),
         ]
     )
     x0, y0 = (max(int(math.floor(v * SS)) - 2, 0) for v in boxes[:, :2].min(0))
     x1, y1 = (min(int(math.ceil(v * SS)) + 2, s) for v in boxes[:, 2:].max(0))
 
-    rgb = scene.static_rgb.copy()
-    label = scene.static_label.copy()
+    rgb = world.static_rgb.copy()
+    label = world.static_label.copy()
+    flags = np.zeros_like(label)
     if x1 > x0 and y1 > y0:
-        d = scene.rays[:, y0:y1, x0:x1].reshape(3, -1)
-        t_static = scene.static_t[y0:y1, x0:x1].reshape(-1)
-        idx, col, lab = _render_dynamic(scene, ctl, pose, neck_a, neck_b, d, t_static)
+        d = world.rays[:, y0:y1, x0:x1].reshape(3, -1)
+        t_static = world.static_t[y0:y1, x0:x1].reshape(-1)
+        idx, col, lab, flg = _render_dynamic(world, ctl, pose, neck_a, neck_b, d, t_static)
         # Scatter the shaded rays back into the supersampled frame.
         rows, cols = np.divmod(idx, x1 - x0)
         rgb[rows + y0, cols + x0] = col
         label[rows + y0, cols + x0] = lab
+        flags[rows + y0, cols + x0] = flg
 
     # Box-filter the SS x SS sub-samples of each pixel (strided sums are much faster than a
     # reshape-and-mean).
@@ -554,18 +620,25 @@ def render(
     # mask > 127); ties between body parts go to the head, then the neck.
     parts = np.argmax(np.stack(counts[1:]), axis=0).astype(np.uint8) + 1
     out_label = np.where(2 * person > len(subs), parts, LABEL_BG).astype(np.uint8)
-    return rgb8, mask, out_label
+    any_flags = flags[0::SS, 0::SS].copy()
+    for a, b in subs[1:]:
+        any_flags |= flags[a::SS, b::SS]
+    masks = {name: out_label == k for k, name in LABEL_NAMES.items()}
+    masks["mouth"] = (any_flags & MOUTH_BIT) != 0
+    masks["eyes"] = (any_flags & EYES_BIT) != 0
+    return Frame(rgb8, mask, out_label, encode_regions(masks))
 
 
-def _render_dynamic(scene, ctl, pose, neck_a, neck_b, d, t_static):
+def _render_dynamic(world, ctl, pose, neck_a, neck_b, d, t_static):
     """Shade the head and neck for world rays d (3, N) from the camera.
 
     Returns the indices (M,) of the rays where a head or neck surface lies in front of the
-    static layer (ray depths t_static (N,)), their colours (M, 3) and labels (M,).
+    static layer (ray depths t_static (N,)), their colours (M, 3), labels (M,) and region
+    flags (M,) (MOUTH_BIT, EYES_BIT).
     """
-    app = scene.appearance
+    app = world.appearance
     f32 = np.float32
-    o = scene.cam_c2w[:3, 3]
+    o = world.cam_c2w[:3, 3]
     rot, trans = pose[:3, :3], pose[:3, 3]
     t_near = np.minimum(t_static, _capsule_intersect(o, d, neck_a, neck_b, NECK_RADIUS))
     is_neck = np.isfinite(t_near) & (t_near < t_static)
@@ -607,6 +680,7 @@ def _render_dynamic(scene, ctl, pose, neck_a, neck_b, d, t_static):
     inner = ~ok0[head_front]
     p_h = o_h[:, None].astype(f32) + t_head * dc[:, head_front]
     col_head = np.zeros((len(idx_head), 3), f32)
+    flags = np.zeros(len(idx_head), np.uint8)
     normals = np.zeros((3, len(idx_head)), f32)
     for k, prim in enumerate(skin_prims):
         sel = which == k
@@ -619,7 +693,7 @@ def _render_dynamic(scene, ctl, pose, neck_a, neck_b, d, t_static):
     w_j = np.exp(-((jaw.field(pf) / 0.6) ** 2))
     normals[:, face] = _normalize(w_c * _CRANIUM.normal(pf) + w_j * jaw.normal(pf))
     skin = which < len(skin_prims)
-    col_head[skin] = _skin_albedo(p_h[:, skin], ctl, app)
+    col_head[skin], flags[skin] = _skin_albedo(p_h[:, skin], ctl, app)
     hair = ~skin
     normals[:, hair] = _HAIR.normal(p_h[:, hair]) * np.where(inner[hair], -1, 1).astype(f32)
     col_head[hair] = _hair_albedo(p_h[:, hair], app)
@@ -636,7 +710,8 @@ def _render_dynamic(scene, ctl, pose, neck_a, neck_b, d, t_static):
     lab = np.concatenate(
         [np.full(len(idx_head), LABEL_HEAD, np.uint8), np.full(len(idx_neck), LABEL_NECK, np.uint8)]
     )
-    return idx, np.concatenate([col_head, col_neck]), lab
+    flags = np.concatenate([flags, np.zeros(len(idx_neck), np.uint8)])
+    return idx, np.concatenate([col_head, col_neck]), lab, flags
 
 
 # ----------------------------------------------------------------------------- trajectories
@@ -725,6 +800,8 @@ def make_mixing(exp_dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 _STATE: dict = {}
+# Numbered per-frame files of a dataset folder: (subfolder, suffix).
+_FRAME_FILES = (("ori_imgs", ".jpg"), ("mask", ".png"), ("parsing", ".png"), ("regions", ".png"))
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -745,19 +822,51 @@ def _init_worker(state: dict) -> None:
     _STATE.update(state)
 
 
-def _render_and_write(i: int) -> np.ndarray | None:
-    """Render frame i and write its image, mask and parsing; return RGB (res, res, 3) if video."""
+def _write_frame(root: Path, img_id: int, frame: Frame) -> None:
+    """Write one frame's image, mask, parsing map and region map into the dataset folder root."""
     st = _STATE
-    rgb, mask, label = render(st["scene"], st["controls"][i], st["poses"][i])
-    out = st["out"]
-    jpg = _encode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, st["jpeg_quality"]])
-    _write_bytes(out / "ori_imgs" / f"{i}.jpg", jpg)
-    _write_bytes(out / "mask" / f"{i + st['mask_offset']}.png", _encode(".png", mask))
-    _write_bytes(out / "parsing" / f"{i}.png", _encode(".png", PARSING_RGB[label][..., ::-1]))
-    return rgb if st["video"] else None
+    jpg = _encode(".jpg", frame.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, st["jpeg_quality"]])
+    _write_bytes(root / "ori_imgs" / f"{img_id}.jpg", jpg)
+    _write_bytes(root / "mask" / f"{img_id + st['mask_offset']}.png", _encode(".png", frame.mask))
+    parsing = parsing_image({name: frame.label == k for k, name in LABEL_NAMES.items()})
+    _write_bytes(root / "parsing" / f"{img_id}.png", _encode(".png", parsing[..., ::-1]))
+    _write_bytes(root / "regions" / f"{img_id}.png", _encode(".png", frame.regions))
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _render_and_write(task: int) -> np.ndarray | None:
+    """Render and write one task: frame ``task`` of the sequence, or for task >= frames the
+    novel view ``task - frames``. Returns the RGB (res, res, 3) of a sequence frame with
+    --video, else None."""
+    st = _STATE
+    controls, poses = st["controls"], st["poses"]
+    if task < len(poses):
+        frame = render_frame(st["world"], controls[task], poses[task])
+        _write_frame(st["out"], task, frame)
+        return frame.rgb if st["video"] else None
+    k = task - len(poses)
+    src = st["novel_sources"][k]
+    world = with_camera(st["world"], st["novel_c2w"][k])
+    _write_frame(st["out"] / NOVEL_DIR, k, render_frame(world, controls[src], poses[src]))
+    return None
+
+
+def _clear_frames(root: Path, keep: bool) -> None:
+    """Delete the numbered frame files and transforms.json of the dataset folder root, then
+    create its frame folders (keep) or remove those left empty."""
+    for sub, ext in _FRAME_FILES:
+        folder = root / sub
+        if folder.is_dir():
+            for f in folder.iterdir():
+                if f.suffix == ext and f.stem.isdigit():
+                    f.unlink()
+        if keep:
+            folder.mkdir(parents=True, exist_ok=True)
+        elif folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    (root / "transforms.json").unlink(missing_ok=True)
+
+
+def _prepare_out(out: Path, overwrite: bool, novel: bool) -> None:
     """Create OUT, refusing a non-empty folder that is not a synthetic dataset; drop stale files."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -774,14 +883,26 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             )
     out.mkdir(parents=True, exist_ok=True)
     # Frames of an earlier, longer run would otherwise linger beside the new ones.
-    for sub, ext in (("ori_imgs", ".jpg"), ("mask", ".png"), ("parsing", ".png")):
-        folder = out / sub
-        folder.mkdir(exist_ok=True)
-        for f in folder.iterdir():
-            if f.suffix == ext and f.stem.isdigit():
-                f.unlink()
-    for name in ("transforms.json", "synthetic_gt.json", "video.mp4"):
+    _clear_frames(out, keep=True)
+    novel_dir = out / NOVEL_DIR
+    if novel or novel_dir.is_dir():
+        _clear_frames(novel_dir, keep=novel)
+        if not novel and not any(novel_dir.iterdir()):
+            novel_dir.rmdir()
+    for name in ("synthetic_gt.json", "video.mp4"):
         (out / name).unlink(missing_ok=True)
+
+
+def novel_sources(frames: int, last: int, every: int) -> list[int]:
+    """Source frames of the novel views: every ``every``-th of the last ``last`` frames."""
+    return list(range(max(frames - last, 0), frames, every))
+
+
+def _transforms(world: SyntheticWorld, frames: list[dict]) -> bytes:
+    """transforms.json of a dataset folder with the given frame entries."""
+    intr = {"h": world.res, "w": world.res, "fx": world.fx, "fy": world.fy, "cx": world.cx,
+            "cy": world.cy}
+    return json.dumps({**intr, "frames": frames}, indent=1).encode()
 
 
 def make_synthetic(
@@ -796,16 +917,22 @@ def make_synthetic(
     jpeg_quality: int = 95,
     overwrite: bool = False,
     workers: int | None = None,
+    novel_yaws: Sequence[float] = NOVEL_YAWS,
+    novel_last: int = 100,
+    novel_every: int = 4,
 ) -> Path:
     """Write a synthetic dataset to out_dir and return its path.
 
     out_dir is created if missing. A non-empty folder is refused unless it holds an earlier
-    synthetic dataset or overwrite is set; either way numbered frames in ori_imgs/, mask/ and
-    parsing/ and the dataset's JSON and video files are deleted first, other files are kept.
-    synthetic_gt.json is written before the frames (so an interrupted run can be redone in
-    place) and transforms.json last (its presence marks a complete dataset).
+    synthetic dataset or overwrite is set; either way numbered frames in ori_imgs/, mask/,
+    parsing/ and regions/ (also under novel/) and the dataset's JSON and video files are
+    deleted first, other files are kept. synthetic_gt.json is written before the frames (so an
+    interrupted run can be redone in place), novel/transforms.json after them and
+    transforms.json last (its presence marks a complete dataset).
     workers: processes for rendering (default: all CPUs for large jobs, 1 for small ones);
     the output is byte-identical for any value.
+    novel_yaws: degrees about the head's vertical axis of the novel views of every
+    ``novel_every``-th of the last ``novel_last`` frames; empty for none.
     """
     if frames < 1 or res < 8:
         raise ValueError(f"need frames >= 1 and res >= 8, got frames={frames}, res={res}")
@@ -813,11 +940,20 @@ def make_synthetic(
         raise ValueError(f"mask_offset must be 0 or 1, got {mask_offset}")
     if not 0 <= jpeg_quality <= 100:
         raise ValueError(f"jpeg_quality must be in 0..100, got {jpeg_quality}")
+    if novel_last < 1 or novel_every < 1:
+        raise ValueError(f"need novel_last >= 1 and novel_every >= 1, got {novel_last}, "
+                         f"{novel_every}")
+    yaws = [float(y) for y in novel_yaws]
+    if not all(math.isfinite(y) for y in yaws):
+        raise ValueError(f"novel_yaws must be finite degrees, got {yaws}")
     out = Path(out_dir)
     mixing, bias = make_mixing(exp_dim, seed)
-    scene = build_scene(res, seed, principal_offset)
+    world = build_world(res, seed, principal_offset)
     controls, poses = make_trajectories(frames, seed)
-    _prepare_out(out, overwrite)
+    c2h = np.linalg.inv(poses) @ world.cam_c2w  # camera-to-head per frame
+    novel = [(i, y) for i in novel_sources(frames, novel_last, novel_every) for y in yaws]
+    novel_c2h = [orbit_camera(c2h[i], poses[i], y) for i, y in novel]
+    _prepare_out(out, overwrite, bool(novel))
     exp = np.clip(controls @ mixing.T + bias, 0, 1)
     gt = {
         "generator": GENERATOR,
@@ -829,14 +965,14 @@ def make_synthetic(
         "mask_offset": mask_offset,
         "principal_offset": [float(v) for v in principal_offset],
         "intrinsics": {
-            "fx": scene.fx,
-            "fy": scene.fy,
-            "cx": scene.cx,
-            "cy": scene.cy,
+            "fx": world.fx,
+            "fy": world.fy,
+            "cx": world.cx,
+            "cy": world.cy,
             "w": res,
             "h": res,
         },
-        "camera_to_world": scene.cam_c2w.tolist(),
+        "camera_to_world": world.cam_c2w.tolist(),
         "camera_axes": "OpenGL (x right, y up, looks down -z)",
         "control_names": list(CONTROL_NAMES),
         "controls": controls.tolist(),
@@ -845,22 +981,38 @@ def make_synthetic(
         "exp_bias": bias.tolist(),
         "exp_formula": "exp_ori = clip(exp_mixing @ controls + exp_bias, 0, 1)",
         "head_radii": list(CRANIUM_R),
+        "novel": {
+            "folder": NOVEL_DIR,
+            "yaws_deg": yaws,
+            "last": novel_last,
+            "every": novel_every,
+            "camera": "camera_to_head = R_y(yaw) @ source camera_to_head, R_y about the head "
+                      "frame's y axis through its origin; head pose, expression, torso, light "
+                      "and background as in the source frame",
+            "frames": [
+                {"img_id": k, "source_img_id": i, "yaw_deg": y, "camera_to_world": c2w.tolist()}
+                for k, ((i, y), (_, c2w)) in enumerate(zip(novel, novel_c2h))
+            ],
+        },
     }
     _write_bytes(out / "synthetic_gt.json", json.dumps(gt, indent=1).encode())
 
     state = dict(
-        scene=scene,
+        world=world,
         controls=controls,
         poses=poses,
+        novel_sources=[i for i, _ in novel],
+        novel_c2w=[c2w for _, c2w in novel_c2h],
         out=out,
         jpeg_quality=int(jpeg_quality),
         mask_offset=mask_offset,
         video=video,
     )
+    tasks = frames + len(novel)
     if workers is None:
         # A pool only pays off once rendering outweighs starting the processes.
-        workers = (os.cpu_count() or 1) if frames * res * res > 4_000_000 else 1
-    workers = max(1, min(workers, frames))
+        workers = (os.cpu_count() or 1) if tasks * res * res > 4_000_000 else 1
+    workers = max(1, min(workers, tasks))
     writer = None
     if video:
         import imageio.v2 as imageio
@@ -878,13 +1030,12 @@ def make_synthetic(
     try:
         if workers == 1:
             _init_worker(state)
-            results = map(_render_and_write, range(frames))
-            _consume(results, writer)
+            _consume(map(_render_and_write, range(tasks)), writer)
         else:
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
-                _consume(pool.imap(_render_and_write, range(frames), chunksize=4), writer)
+                _consume(pool.imap(_render_and_write, range(tasks), chunksize=4), writer)
     finally:
         _STATE.clear()
         if writer is not None:
@@ -892,33 +1043,43 @@ def make_synthetic(
     if writer is not None:
         os.replace(tmp_video, out / "video.mp4")
 
-    c2w_head = np.linalg.inv(poses) @ scene.cam_c2w
-    transforms = {
-        "h": res,
-        "w": res,
-        "fx": scene.fx,
-        "fy": scene.fy,
-        "cx": scene.cx,
-        "cy": scene.cy,
-        "frames": [
+    if novel:
+        entries = [
             {
-                "img_id": i,
+                "img_id": k,
                 "aud_id": i,
-                "transform_matrix": c2w_head[i].tolist(),
+                "transform_matrix": t.tolist(),
                 "exp_ori": exp[i].tolist(),
+                "source_img_id": i,
+                "yaw_deg": y,
+                "source_transform_matrix": c2h[i].tolist(),
             }
-            for i in range(frames)
-        ],
-    }
-    _write_bytes(out / "transforms.json", json.dumps(transforms, indent=1).encode())
+            for k, ((i, y), (t, _)) in enumerate(zip(novel, novel_c2h))
+        ]
+        _write_bytes(out / NOVEL_DIR / "transforms.json", _transforms(world, entries))
+    entries = [
+        {"img_id": i, "aud_id": i, "transform_matrix": c2h[i].tolist(), "exp_ori": exp[i].tolist()}
+        for i in range(frames)
+    ]
+    _write_bytes(out / "transforms.json", _transforms(world, entries))
     return out
 
 
 def _consume(results, writer) -> None:
-    """Drain the per-frame results in frame order, feeding the video writer if any."""
+    """Drain the per-task results in order, feeding the sequence frames to the video writer."""
     for rgb in results:
-        if writer is not None:
+        if writer is not None and rgb is not None:
             writer.append_data(rgb)
+
+
+def _yaw_list(text: str) -> tuple[float, ...]:
+    """'15,-15,30' -> (15.0, -15.0, 30.0); '' -> ()."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated degrees such as 15,-15,30,-30, got {text!r}"
+        ) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -956,6 +1117,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="write into a non-empty folder that is not a synthetic dataset",
     )
+    parser.add_argument(
+        "--novel_yaws",
+        type=_yaw_list,
+        default=NOVEL_YAWS,
+        help="comma-separated degrees about the head's vertical axis of the novel views in "
+        "novel/ (default 15,-15,30,-30; an empty value writes none)",
+    )
+    parser.add_argument(
+        "--novel_last",
+        type=int,
+        default=100,
+        help="novel views show the test expressions: source frames among the last N frames",
+    )
+    parser.add_argument(
+        "--novel_every", type=int, default=4, help="every k-th of those frames is a source"
+    )
     args = parser.parse_args(argv)
     try:
         out = make_synthetic(
@@ -970,11 +1147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             jpeg_quality=args.jpeg_quality,
             overwrite=args.overwrite,
             workers=args.workers,
+            novel_yaws=args.novel_yaws,
+            novel_last=args.novel_last,
+            novel_every=args.novel_every,
         )
     except (FileExistsError, ValueError) as err:
         print(f"make_synthetic: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.frames} frames to {out}")
+    novel = len(novel_sources(args.frames, args.novel_last, args.novel_every)) * len(
+        args.novel_yaws
+    )
+    print(f"wrote {args.frames} frames and {novel} novel views to {out}")
     return 0
 
 
