@@ -12,28 +12,22 @@ import argparse
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from arguments import (
     ModelParams,
     PipelineParams,
-    add_release_compat,
+    add_compat_options,
     defaults,
-    pop_release_compat,
-    read_cfg_args,
+    pop_compat_options,
     str2bool,
 )
-from gaussian_renderer import render, resolve_backend
 from scene import Scene
-from scene.cameras import Camera, orbit_cameras
-from scene.cuda_graphs import RenderNetworks
-from scene.gaussian_model import GaussianHead
-from scene.model_io import load_model
+from scene.render_sets import driving_cameras, render_cameras, render_novel_view
+from scene.rendering import RenderNetworks
+from scene.run_folder import is_release_run, load_model, read_cfg_args
 from utils.errors import DatasetError, OptionError, run_cli
-from utils.general_utils import configure_precision, resolve_device
-from utils.io_utils import VideoWriter, to_uint8, write_png
+from utils.execution import resolve_execution
 
 RENDER_GROUPS = (ModelParams, PipelineParams)
 
@@ -67,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no_video", help="write PNGs only", **flag)
     r.add_argument("--quiet", help="no progress bars", **flag)
     # the release's render.py options: --mode had one value, --warm_up is stored with our models
-    add_release_compat(p, {"mode": str, "warm_up": int})
+    add_compat_options(p, {"mode": str, "warm_up": int})
     return p
 
 
@@ -91,170 +85,33 @@ def _output_root(values: dict) -> Path:
     return out
 
 
-class _OrderedWriter:
-    """Runs the file writing of rendered frames on one background thread, in submission
-    order, so that PNG and video encoding overlap the rendering of the next frames. At most
-    ``pending`` frames wait. After an error in the writer no further frame is written, and the
-    error is raised in the caller at the next :meth:`submit` or at :meth:`close`."""
-
-    def __init__(self, pending: int = 8):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-writer")
-        self._futures: list = []
-        self._pending = pending
-        self._failed = False
-
-    def _run(self, fn, args) -> None:
-        if self._failed:
-            return
-        try:
-            fn(*args)
-        except BaseException:
-            self._failed = True
-            raise
-
-    def submit(self, fn, *args) -> None:
-        # collect finished frames (raising a writer error here) and wait while too many queue
-        while self._futures and (self._futures[0].done()
-                                 or len(self._futures) >= self._pending):
-            self._futures.pop(0).result()
-        self._futures.append(self._pool.submit(self._run, fn, args))
-
-    def close(self) -> None:
-        """Wait for every frame; raise the first writer error."""
-        for f in self._futures:
-            f.result()
-        self._pool.shutdown(wait=True)
-
-    def abort(self) -> None:
-        """Drop frames not yet written and wait for the one being written."""
-        self._failed = True
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-@torch.no_grad()
-def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name: str,
-                   background: torch.Tensor, backend: str, device: torch.device,
-                   gt_fn=None, fps: float = 25.0, video: bool = True, quiet: bool = False,
-                   deform: bool = True, networks: RenderNetworks | None = None) -> Path:
-    """Render cameras to ``out_dir/{renders,gt,depth}/%05d.png`` and ``<name>.mp4`` (plus a
-    ground truth | render ``<name>_gt_render.mp4`` when ground truth exists). ``deform=False``
-    renders the canonical Gaussians (a model saved before its deformation was trained).
-    Files are written on a background thread while the next frames render. ``networks``
-    (CUDA graphs of the per-frame networks) replaces ``model.derive`` where given."""
-    renders, gts, depths = out_dir / "renders", out_dir / "gt", out_dir / "depth"
-    for d in (renders, depths) + ((gts,) if gt_fn else ()):
-        d.mkdir(parents=True, exist_ok=True)
-    vid = VideoWriter(out_dir / f"{name}.mp4", fps) if video else None
-    side = VideoWriter(out_dir / f"{name}_gt_render.mp4", fps) if video and gt_fn else None
-
-    def write(idx: int, img: np.ndarray, depth: np.ndarray, gt: np.ndarray | None) -> None:
-        write_png(renders / f"{idx:05d}.png", img)
-        write_png(depths / f"{idx:05d}.png", depth)
-        if vid:
-            vid.append(img)
-        if gt is not None:
-            write_png(gts / f"{idx:05d}.png", gt)
-            if side:
-                side.append(np.concatenate([gt, img], axis=1))
-
-    writer = _OrderedWriter()
-    try:
-        for idx, cam in enumerate(tqdm(cams, desc=f"Rendering {name}", disable=quiet)):
-            if networks is not None and deform:
-                g = networks.frame(cam.exp.to(device), cam.campos(device))
-            else:
-                g = model.derive(cam.exp.to(device), cam.campos(device), deform=deform)
-            out = render(g, cam, background, model.cfg, model.active_sh_degree, backend)
-            depth = out.depth[0]
-            depth = to_uint8(depth / (depth.max() + 1e-5))
-            img = to_uint8(out.image.clamp(0, 1))
-            writer.submit(write, idx, img, depth, to_uint8(gt_fn(cam)) if gt_fn else None)
-        writer.close()
-    except BaseException as err:
-        # drop the queued frames; the videos' temporary files are removed whatever happens
-        try:
-            writer.abort()
-        finally:
-            for w in (vid, side):
-                if w:
-                    try:
-                        w.__exit__(type(err), err, None)
-                    except Exception:  # the original error is the one to report
-                        pass
-        raise
-    for w in (vid, side):
-        if w:
-            w.close()
-    return out_dir
-
-
-def render_novel_view(model: GaussianHead, scene: Scene, out_root: Path, iteration: int,
-                      backend: str, device: torch.device, n_frames: int = 100,
-                      fps: float = 25.0, video: bool = True, quiet: bool = False,
-                      networks: RenderNetworks | None = None) -> Path:
-    """The test expressions (train ones if there is no test set) seen from an orbit."""
-    src = scene.test_cameras or scene.train_cameras
-    cams = orbit_cameras([c.exp for c in src], scene.info.intrinsics, scene.camera_distance,
-                         n_frames=n_frames)
-    bg = torch.tensor(scene.background, device=device)
-    return render_cameras(model, cams, Path(out_root) / "novel_view" / f"ours_{iteration}",
-                          "novel_view", bg, backend, device, None, fps, video, quiet,
-                          model.deforms_at(iteration), networks)
-
-
-def driving_cameras(path: str, model: GaussianHead, scene: Scene, use_pose: bool
-                    ) -> list[Camera]:
-    from scene.dataset_readers import read_driving
-
-    frames = read_driving(path)
-    exp_dim = model.cfg.exp_dim
-    if len(frames[0][1]) != exp_dim:
-        raise DatasetError(f"--driving {path}: its expressions have {len(frames[0][1])} values "
-                           f"but the model was trained with {exp_dim}. Fix: drive it with data "
-                           "tracked by the same expression model (same exp_ori length).")
-    poses = scene.test_cameras or scene.train_cameras
-    cams = []
-    for k, (c2w, exp) in enumerate(frames):
-        pose = c2w if use_pose else poses[k % len(poses)].c2w_gl
-        cams.append(Camera(uid=k, intr=scene.info.intrinsics, c2w_gl=pose,
-                           exp=torch.from_numpy(exp)))
-    return cams
-
-
 def main(argv: list[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    for note in pop_release_compat(args):
+    for note in pop_compat_options(args):
         print(note)
     v = resolve_options(args)
-    device = resolve_device(v["device"])
-    backend = resolve_backend(v["backend"], device)
     if not v["source_path"] or not Path(v["source_path"]).is_dir():
         raise OptionError(f"the dataset {v['source_path']!r} named in cfg_args does not exist "
                           "here. Fix: pass -s with the dataset folder.")
     need_train = not v["skip_train"]
+    # the original release computed in fp32, unfused: its checkpoints render that way
+    ex = resolve_execution(v["device"], v["backend"], v["precision"], v["fast_path"],
+                           exact=is_release_run(v["model_path"]))
     scene = Scene(v["source_path"], test_frames=v["test_frames"], eval_frames=v["eval_frames"],
                   is_debug=v["is_debug"], only_head=v["only_head"], resolution=v["resolution"],
                   white_background=v["white_background"], load_train=need_train,
                   load_test=True)
-    model, it = load_model(v["model_path"], v["iteration"], v["sh_degree"], device)
+    model, it = load_model(v["model_path"], v["iteration"], device=ex.device,
+                           autocast_dtype=ex.autocast_dtype, fused=ex.fused)
     model.eval()
-    # the original release computed in fp32: its checkpoints render in fp32 whatever --precision
-    precision = "fp32" if model.cfg.semantics == "release" else v["precision"]
-    model.autocast_dtype = configure_precision(precision, device)
-    # the fast path (not for the release's models): fused linear+ReLU layers (same function)
-    # and the per-frame networks replayed from a CUDA graph
-    fast = (device.type == "cuda" and model.cfg.semantics == "fixed"
-            and v.get("fast_path", "auto") == "auto")
-    model.fused = fast
-    networks = RenderNetworks(model, graphs=True) if fast else None
+    device, backend = ex.device, ex.backend
+    networks = RenderNetworks(model, graphs=True) if ex.graphs else None
     if model.cfg.exp_dim != scene.exp_dim:
         raise DatasetError(f"{v['source_path']} has expressions of {scene.exp_dim} values but "
                            f"the model expects {model.cfg.exp_dim}. Fix: pass -s with the "
                            "dataset the model was trained on.")
     out_root = _output_root(v)
-    note = " (original release: legacy math)" if model.cfg.semantics == "release" else ""
+    note = " (original release: its own math)" if is_release_run(v["model_path"]) else ""
     print(f"Rendering {v['model_path']} iteration {it}{note}, {model.num_gaussians} Gaussians, "
           f"backend {backend} on {device}; writing to {out_root}")
     bg = torch.tensor(scene.background, device=device)

@@ -4,22 +4,16 @@ Each group is a dataclass whose fields become flags (``--name``) with help text.
 accept both forms: ``--is_debug`` (true) and ``--is_debug true|false`` (the original release used
 ``type=bool``, for which ``--is_debug False`` meant True).
 
-A run's data and model options are saved to ``<model_path>/cfg_args`` in the original release's
-text form (``Namespace(key=value, ...)``) and read back with :func:`read_cfg_args`, which parses
-literals only and never evaluates code.
+A run's data and model options are saved to ``<model_path>/cfg_args``
+(:mod:`scene.run_folder`).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from utils.errors import CheckpointError
 
 
 def str2bool(value: str | bool) -> bool:
@@ -199,58 +193,6 @@ def defaults(*groups: type[ParamGroup]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# cfg_args: the original release's text form, read without eval
-
-_ORIGINAL_KEYS = {
-    "images": "images",
-    "data_device": "cuda",
-    "load2gpu_on_the_fly": True,
-}
-
-
-def write_cfg_args(model_path: str | os.PathLike, values: dict[str, Any]) -> None:
-    """Write ``cfg_args`` as ``Namespace(k=v, ...)``, the release's format, atomically.
-
-    Keys the release expects but we do not use (``images``, ``data_device``,
-    ``load2gpu_on_the_fly``) are filled in so the original ``render.py`` can read our runs.
-    """
-    from utils.io_utils import atomic_write_text
-
-    merged = dict(values)
-    for k, v in _ORIGINAL_KEYS.items():
-        merged.setdefault(k, v)
-    for k, v in merged.items():
-        if not isinstance(v, (str, int, float, bool, type(None), list, tuple)):
-            raise TypeError(f"cfg_args value {k}={v!r} is not a literal")
-    body = ", ".join(f"{k}={v!r}" for k, v in merged.items())
-    atomic_write_text(Path(model_path) / "cfg_args", f"Namespace({body})\n \n")
-
-
-def read_cfg_args(model_path: str | os.PathLike) -> dict[str, Any]:
-    """Read ``<model_path>/cfg_args`` (ours or the release's); literals only, never ``eval``."""
-    path = Path(model_path) / "cfg_args"
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path} not found. Fix: pass -m with a run folder written by train.py "
-            "(or by the original release)."
-        )
-    text = path.read_text().strip()
-    try:
-        tree = ast.parse(text, mode="eval")
-        call = tree.body
-        if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Namespace"):
-            raise ValueError("not a Namespace(...) expression")
-        if call.args:
-            raise ValueError("positional arguments are not allowed")
-        return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-    except (SyntaxError, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable cfg_args file ({err}). Fix: restore it from the run, "
-            "or write it as Namespace(source_path='...', ...)."
-        ) from None
-
-
-# ----------------------------------------------------------------------------------------------
 # the original release's options that have no meaning here
 
 RELEASE_ONLY_FLAGS = {
@@ -259,10 +201,10 @@ RELEASE_ONLY_FLAGS = {
 }
 
 
-def add_release_compat(parser: argparse.ArgumentParser, extra: dict[str, Any] | None = None
+def add_compat_options(parser: argparse.ArgumentParser, extra: dict[str, Any] | None = None
                        ) -> None:
     """Accept the original release's options that do nothing here, so that commands written
-    for it run unchanged (:func:`pop_release_compat` reports the ones given)."""
+    for it run unchanged (:func:`pop_compat_options` reports the ones given)."""
     group = parser.add_argument_group(
         "Accepted for compatibility with the original release (no effect here)")
     for name, kind in {**RELEASE_ONLY_FLAGS, **(extra or {})}.items():
@@ -275,7 +217,7 @@ def add_release_compat(parser: argparse.ArgumentParser, extra: dict[str, Any] | 
         group.add_argument(f"--{name}", **kwargs)
 
 
-def pop_release_compat(args: dict[str, Any]) -> list[str]:
+def pop_compat_options(args: dict[str, Any]) -> list[str]:
     """Remove the compatibility options from parsed ``args``; return a note for each given."""
     given = [k for k in list(args) if k.startswith("compat_")]
     for k in given:

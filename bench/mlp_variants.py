@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:8s} {precision:4s}  fwd+bwd {fb:7.3f} ms  fwd {fw:7.3f} ms  "
                   f"rel. error out {err:.1e} grad {gerr:.1e}{extra}")
             if args.profile:
-                from bench.profile_step import print_profile
+                from bench.common import print_profile
 
                 print_profile("kernels (fwd+bwd)", lambda m=model, pr=precision: run(m, pr, True),
                               dev, args.profile, indent="    ")

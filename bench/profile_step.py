@@ -21,45 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gaussian_renderer import render, resolve_backend  # noqa: E402
+from bench.common import print_profile  # noqa: E402
 from scene.cameras import Camera  # noqa: E402
 from scene.dataset_readers import Intrinsics  # noqa: E402
-from scene.gaussian_model import GaussianHead, ModelConfig  # noqa: E402
-from utils.general_utils import configure_precision  # noqa: E402
-from utils.loss_utils import l1_loss, ssim  # noqa: E402
-
-
-def profile(fn, device: torch.device, repeat: int = 10):
-    """(total ms per call, [(kernel, ms per call, launches per call)]) of ``fn``'s device work
-    (on the CPU: its operators' own CPU time)."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as prof
-
-    cuda = device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for _ in range(3):
-        fn()
-    sync()
-    with prof(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as p:
-        for _ in range(repeat):
-            fn()
-        sync()
-
-    def own(e) -> float:
-        return e.self_device_time_total if cuda else e.self_cpu_time_total
-
-    events = [e for e in p.key_averages() if own(e) > 0]
-    total = sum(own(e) for e in events) / repeat / 1000
-    top = sorted(events, key=own, reverse=True)
-    return total, [(e.key[:90], own(e) / repeat / 1000, e.count // repeat) for e in top]
-
-
-def print_profile(title: str, fn, device: torch.device, top: int, indent: str = "") -> None:
-    """Profile ``fn`` and print its total device time and its ``top`` kernels."""
-    total, kernels = profile(fn, device)
-    print(f"{indent}{title}: {total:.3f} ms of {device.type} work per call")
-    for key, ms, count in kernels[:top]:
-        print(f"{indent}  {ms:8.3f} ms  x{count:<3d} {key}")
+from scene.gaussian_model import FrameGaussians, GaussianHead, ModelConfig  # noqa: E402
+from scene.rendering import render_view  # noqa: E402
+from training.losses import TrainingLoss  # noqa: E402
+from utils.execution import resolve_execution  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,12 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast_path", default="auto", choices=("auto", "off"),
                    help="auto: the fused deformation layers")
     args = p.parse_args(argv)
-    dev = torch.device(args.device)
-    backend = resolve_backend("auto", dev)
+    ex = resolve_execution(args.device, "auto", args.precision, args.fast_path)
+    dev, backend = ex.device, ex.backend
     torch.manual_seed(0)
-    m = GaussianHead(ModelConfig(exp_dim=46, radius=0.15)).to(dev)
-    m.autocast_dtype = configure_precision(args.precision, dev)
-    m.fused = args.fast_path == "auto"
+    m = GaussianHead(ModelConfig(exp_dim=46, radius=0.15), autocast_dtype=ex.autocast_dtype,
+                     fused=ex.fused).to(dev)
     n = args.gaussians
     xyz = torch.randn(n, 3) * 0.05
     m.init_from_points(xyz.numpy())
@@ -87,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                       args.res / 2)
     c2w = np.eye(4)
     c2w[2, 3] = 0.5  # OpenGL camera on the +z axis, looking down -z at the head
-    cam = Camera(uid=0, intr=intr, c2w_gl=c2w, exp=torch.rand(46))
+    cam = Camera(intr=intr, c2w_gl=c2w, exp=torch.rand(46))
     _, _, campos, exp = cam.tensors(dev)
     bg = torch.ones(3, device=dev)
     gt = torch.rand(3, args.res, args.res, device=dev)
@@ -96,35 +63,36 @@ def main(argv: list[str] | None = None) -> int:
     means = g0.means.detach()
 
     def deform():
-        with m._autocast():
+        with m.autocast():
             out = m.deform(m.xyz.detach(), exp)
         sum(o.float().sum() for o in out).backward()
 
     def planes():
-        coords = m.derivation_coords(means)
+        coords = m.derivation_coords(means, m.derivations)
         m.triplane.plane_features(coords).sum().backward()
 
-    feat = m.triplane.plane_features(m.derivation_coords(means)).detach().requires_grad_(True)
+    feat = m.triplane.plane_features(m.derivation_coords(means, m.derivations)).detach()
+    feat.requires_grad_(True)
     dirs = torch.nn.functional.normalize(means - campos, dim=-1)
 
     def decoders():  # as training runs them (aligned operands on the fast path)
-        with m._autocast():
+        with m.autocast():
             opacity, _, sh = m.triplane.decode(feat, dirs)
         (opacity.float().sum() + sh.float().sum()).backward()
 
     leaves = {k: getattr(g0, k).detach().clone().requires_grad_(True)
               for k in ("means", "opacities", "sh", "quats", "scales")}
-    from scene.gaussian_model import FrameGaussians
-
     g = FrameGaussians(**leaves)
 
     def raster():
-        render(g, cam, bg, m.cfg, 3, backend).image.sum().backward()
+        render_view(m, g, cam, bg, backend).image.sum().backward()
 
     img = torch.rand_like(gt, requires_grad=True)
+    gt_u8 = (gt.permute(1, 2, 0) * 255).to(torch.uint8)
+    loss_fn = TrainingLoss(0.2, 0.0, None, graphs=False)  # the default weights, no VGG term
 
     def loss():
-        (0.8 * l1_loss(img, gt) + 0.2 * (1 - ssim(img, gt))).backward()
+        loss_fn(img, gt_u8)[0].backward()
 
     name = torch.cuda.get_device_name() if dev.type == "cuda" else "CPU"
     print(f"{n} Gaussians, {args.res}x{args.res}, {name}, rasterizer {backend}")

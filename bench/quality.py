@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import train  # noqa: E402
-from bench.run import commit, device_name  # noqa: E402
+from bench.common import commit, device_name  # noqa: E402
+from training.launch import train  # noqa: E402
 from utils.io_utils import atomic_write_json  # noqa: E402
 
 PATHS = {
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             for name in paths:
                 run = Path(tmp) / f"{name}_{seed}"
-                t = train.train([
+                t = train([
                     "-s", args.data, "-m", str(run), "--eval", "--quiet",
                     "--iterations", str(args.iterations),
                     "--test_iterations", str(args.iterations),

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -16,14 +14,9 @@ from scene.cameras import (
     mean_camera_distance,
     view_sphere,
 )
-from scene.dataset_readers import (
-    HEAD_RGB,
-    DatasetInfo,
-    load_images,
-    read_dataset,
-    read_points3d,
-)
-from utils.io_utils import atomic_write_text
+from scene.dataset_images import load_images
+from scene.dataset_readers import DatasetInfo, read_dataset, read_points3d
+from scene.initialization import carve_random_points
 
 
 class ImageStore:
@@ -89,84 +82,7 @@ class Scene:
         """Initial Gaussian centres: the dataset's points3d.ply if present, otherwise random
         points inside the cameras' view of the head (the visual hull of the masks)."""
         if self.info.points3d_path is not None:
-            xyz, _ = read_points3d(self.info.points3d_path)
+            xyz = read_points3d(self.info.points3d_path)
             return xyz, f"{len(xyz)} points from {self.info.points3d_path}"
         xyz = carve_random_points(self.info, self.center, self.radius, num_points, seed)
         return xyz, f"{len(xyz)} random points inside the masks' visual hull"
-
-    # ------------------------------------------------------------------ release files
-    def write_cameras_json(self, path: Path) -> None:
-        """The release's cameras.json: test cameras first, then train; rotation and position
-        of the camera-to-world transform with OpenCV axes."""
-        entries = []
-        for i, f in enumerate(self.info.test_frames + self.info.train_frames):
-            c2w = f.c2w @ np.diag([1.0, -1.0, -1.0, 1.0])
-            entries.append({
-                "id": i, "img_name": f.img_id, "width": self.info.intrinsics.width,
-                "height": self.info.intrinsics.height, "position": c2w[:3, 3].tolist(),
-                "rotation": c2w[:3, :3].tolist(), "fy": self.info.intrinsics.fy,
-                "fx": self.info.intrinsics.fx,
-            })
-        atomic_write_text(path, json.dumps(entries))
-
-
-def _silhouette(info: DatasetInfo, frame, size: int) -> np.ndarray | None:
-    """A frame's foreground (mask, or the head of the parsing map) as float (size, size')."""
-    if info.only_head and frame.parsing_path is not None:
-        par = cv2.imread(str(frame.parsing_path), cv2.IMREAD_COLOR)
-        bgr = np.array(HEAD_RGB[::-1], dtype=np.uint8)
-        sil = np.all(par == bgr, axis=-1).astype(np.float32)
-    elif frame.mask_path is not None:
-        sil = cv2.imread(str(frame.mask_path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
-    else:
-        return None
-    h, w = sil.shape
-    return cv2.resize(sil, (size, max(1, round(size * h / w))), interpolation=cv2.INTER_AREA)
-
-
-def carve_random_points(info: DatasetInfo, center: np.ndarray, radius: float, n: int,
-                        seed: int, max_views: int = 24, size: int = 128) -> np.ndarray:
-    """Sample ``n`` points uniformly in the view sphere that project inside the foreground of
-    (almost) every sampled training frame. Without masks, points fill the sphere."""
-    rng = np.random.default_rng(seed)
-    frames = info.train_frames
-    pick = np.linspace(0, len(frames) - 1, min(max_views, len(frames))).round().astype(int)
-    views = []
-    src = info.source_intrinsics
-    for i in pick:
-        sil = _silhouette(info, frames[i], size)
-        if sil is None:
-            continue
-        sx = sil.shape[1] / src.width
-        sy = sil.shape[0] / src.height
-        w2c = np.linalg.inv(frames[i].c2w @ np.diag([1.0, -1.0, -1.0, 1.0]))
-        views.append((sil, w2c, src.fx * sx, src.fy * sy, src.cx * sx, src.cy * sy))
-    out = []
-    total = 0
-    for _ in range(200):
-        cand = rng.normal(size=(max(4 * n, 1024), 3))
-        cand /= np.linalg.norm(cand, axis=1, keepdims=True)
-        cand *= rng.random((len(cand), 1)) ** (1 / 3)
-        cand = center + radius * cand
-        votes = np.zeros(len(cand))
-        for sil, w2c, fx, fy, cx, cy in views:
-            p = cand @ w2c[:3, :3].T + w2c[:3, 3]
-            z = np.maximum(p[:, 2], 1e-6)
-            u = np.floor(fx * p[:, 0] / z + cx).astype(int)
-            v = np.floor(fy * p[:, 1] / z + cy).astype(int)
-            inside = (u >= 0) & (u < sil.shape[1]) & (v >= 0) & (v < sil.shape[0]) & (p[:, 2] > 0)
-            fg = np.zeros(len(cand), dtype=bool)
-            fg[inside] = sil[v[inside], u[inside]] > 0.5
-            votes += fg
-        keep = cand[votes >= 0.9 * len(views)] if views else cand
-        out.append(keep)
-        total += len(keep)
-        if total >= n:
-            break
-    pts = np.concatenate(out)[:n] if out else np.zeros((0, 3))
-    if len(pts) < min(n, 100):
-        # the masks do not overlap in any common volume (bad poses?); fall back to the sphere
-        cand = rng.normal(size=(n, 3))
-        cand /= np.linalg.norm(cand, axis=1, keepdims=True)
-        pts = center + radius * cand * rng.random((n, 1)) ** (1 / 3)
-    return pts.astype(np.float32)

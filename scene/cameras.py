@@ -14,19 +14,16 @@ import numpy as np
 import torch
 
 from scene.dataset_readers import Intrinsics
-
-GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
+from utils.graphics_utils import GL_TO_CV
 
 
 @dataclass
 class Camera:
     """A view to render: pose, intrinsics, expression and (for dataset frames) its image."""
 
-    uid: int  # position in its camera list
     intr: Intrinsics
     c2w_gl: np.ndarray  # [4, 4] camera-to-world, OpenGL axes, head frame
     exp: torch.Tensor  # [E] expression vector
-    frame_index: int | None = None  # index into DatasetInfo.frames; None for synthesised views
     img_id: int | None = None
     image_slot: int | None = None  # row of the ImageStore holding the ground truth
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
@@ -63,8 +60,8 @@ class Camera:
         return self._cache[key]
 
     def K(self, device: torch.device | str = "cpu", centred: bool = False) -> torch.Tensor:
-        """3x3 intrinsics; ``centred`` puts the principal point at the image centre, as the
-        original release did."""
+        """3x3 intrinsics; ``centred`` puts the principal point at the image centre (models
+        that were trained that way)."""
         intr = self.intr.centred() if centred else self.intr
         return torch.tensor(intr.matrix(), dtype=torch.float32, device=device)
 
@@ -73,10 +70,9 @@ def cameras_from_frames(frames, intr: Intrinsics, slots: dict[int, int] | None =
                         ) -> list[Camera]:
     """Build cameras for dataset frames; ``slots`` maps frame index -> ImageStore row."""
     cams = []
-    for uid, f in enumerate(frames):
+    for f in frames:
         cams.append(Camera(
-            uid=uid, intr=intr, c2w_gl=f.c2w.copy(), exp=torch.from_numpy(f.exp.copy()),
-            frame_index=f.index, img_id=f.img_id,
+            intr=intr, c2w_gl=f.c2w.copy(), exp=torch.from_numpy(f.exp.copy()), img_id=f.img_id,
             image_slot=None if slots is None else slots.get(f.index),
         ))
     return cams
@@ -87,8 +83,8 @@ def orbit_cameras(exps: list[torch.Tensor], intr: Intrinsics, distance: float,
                   ) -> list[Camera]:
     """Cameras on a horizontal arc about the head's vertical (y) axis, looking at the origin.
 
-    Frame k is at yaw ``start + (end - start) * k / n_frames`` (the release's +15 to -15 degrees
-    over 100 frames) and uses expression ``exps[k % len(exps)]``.
+    Frame k is at yaw ``start + (end - start) * k / n_frames`` (the original code's +15 to -15
+    degrees over 100 frames) and uses expression ``exps[k % len(exps)]``.
     """
     cams = []
     for k in range(n_frames):
@@ -98,7 +94,7 @@ def orbit_cameras(exps: list[torch.Tensor], intr: Intrinsics, distance: float,
         c2w = np.eye(4)
         c2w[:3, :3] = rot
         c2w[:3, 3] = rot @ np.array([0.0, 0.0, distance])
-        cams.append(Camera(uid=k, intr=intr, c2w_gl=c2w, exp=exps[k % len(exps)]))
+        cams.append(Camera(intr=intr, c2w_gl=c2w, exp=exps[k % len(exps)]))
     return cams
 
 
@@ -108,7 +104,7 @@ def mean_camera_distance(c2ws: list[np.ndarray]) -> float:
 
 
 def cameras_extent(c2ws: list[np.ndarray]) -> float:
-    """The release's scene extent: 1.1 x the largest distance of a camera centre from their
+    """3DGS's scene extent: 1.1 x the largest distance of a camera centre from their
     mean (3DGS's NeRF++ normalisation). Densification thresholds are fractions of it."""
     centres = np.stack([c[:3, 3] for c in c2ws])
     return float(1.1 * np.max(np.linalg.norm(centres - centres.mean(0), axis=1)))

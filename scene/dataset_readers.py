@@ -1,10 +1,10 @@
-"""Read an AD-NeRF / NeRFBlendShape dataset folder, exactly as the released data are laid out.
+"""Read an AD-NeRF / NeRFBlendShape dataset folder, laid out as the published GaussianHead data.
 
 ::
 
     <root>/transforms.json   h, w, fx, fy, cx, cy, frames[{img_id, transform_matrix, exp_ori}]
     <root>/ori_imgs/{img_id}.jpg  (or .png)
-    <root>/mask/{img_id + 1}.png  soft person mask 0..255; one-based in the released data,
+    <root>/mask/{img_id + 1}.png  soft person mask 0..255; one-based in the published data,
                                   zero-based names are detected too
     <root>/parsing/{img_id}.png   RGB (0,0,255) = head, (0,255,0) = neck, (255,0,0) = torso
     <root>/points3d.ply           optional initial point cloud
@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from utils.errors import DatasetError, OptionError, first_few
+from utils.ply_io import read_points
 
-HEAD_RGB = (0, 0, 255)
 IMAGE_EXTS = (".jpg", ".png", ".jpeg")
 
 
@@ -133,7 +131,7 @@ def _check_top_level(meta: dict, path: Path) -> Intrinsics:
                       ("cy", float)):
         if key not in meta:
             raise DatasetError(f"{path}: missing key '{key}'. Fix: add the image {key} "
-                               "(the released data have h, w, fx, fy, cx, cy at the top level).")
+                               "(the published data have h, w, fx, fy, cx, cy at the top level).")
         value = meta[key]
         ok = (isinstance(value, int) and not isinstance(value, bool)) if kind is int else (
             _is_number(value))
@@ -199,13 +197,13 @@ def _find_image(folder: Path, img_id: int) -> Path | None:
 
 
 def _detect_mask_offset(mask_dir: Path, img_ids: list[int]) -> tuple[int, list[int]]:
-    """Decide whether masks are named img_id + 1 (released data) or img_id.
+    """Decide whether masks are named img_id + 1 (published data) or img_id.
 
     Returns the offset and the img_ids whose mask is missing under it.
     """
     names = {p.stem for p in mask_dir.glob("*.png")}
     missing = {off: [i for i in img_ids if str(i + off) not in names] for off in (1, 0)}
-    # Prefer the released convention (one-based) when both are complete.
+    # Prefer the published convention (one-based) when both are complete.
     best = min((1, 0), key=lambda off: (len(missing[off]), off != 1))
     return best, missing[best]
 
@@ -300,7 +298,7 @@ def read_dataset(
                 f"{mask_dir / f'{missing[0] + mask_offset}.png'}). Fix: restore the masks or "
                 "remove those frames."
             )
-        notes.append(f"masks are named {'img_id + 1 (one-based, as the released data)' if mask_offset else 'img_id (zero-based)'}")  # noqa: E501
+        notes.append(f"masks are named {'img_id + 1 (one-based, as the published data)' if mask_offset else 'img_id (zero-based)'}")  # noqa: E501
     elif not only_head:
         notes.append("no mask/ folder: frames are used as they are, without compositing")
 
@@ -370,99 +368,10 @@ def _target_size(w: int, h: int, resolution: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------------------------
-# images
-
-
-def _read_image(path: Path, frame: FrameInfo, flags: int) -> np.ndarray:
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    img = cv2.imdecode(data, flags) if data is not None and data.size else None
-    if img is None:
-        raise DatasetError(f"{path} (frame {frame.index}, img_id {frame.img_id}) cannot be "
-                           "decoded: the file is missing, empty or corrupt. Fix: restore it, or "
-                           "remove this frame from transforms.json.")
-    return img
-
-
-def load_frame(info: DatasetInfo, frame: FrameInfo, background: tuple[float, float, float]
-               ) -> np.ndarray:
-    """Decode one frame and composite it onto ``background`` (RGB in [0, 1]).
-
-    Returns uint8 (H, W, 3) at the dataset's loading size.
-    """
-    src = info.source_intrinsics
-    img = _read_image(frame.image_path, frame, cv2.IMREAD_COLOR)
-    if img.shape[:2] != (src.height, src.width):
-        raise DatasetError(
-            f"{frame.image_path} (img_id {frame.img_id}) is {img.shape[1]}x{img.shape[0]} but "
-            f"transforms.json says w={src.width}, h={src.height}. Fix: resize the frames to match, "
-            "or correct w/h (and the intrinsics) in transforms.json."
-        )
-    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    alpha = None
-    if info.only_head:
-        par = _read_image(frame.parsing_path, frame, cv2.IMREAD_COLOR)
-        _check_size(par, frame.parsing_path, frame, src, "parsing map")
-        par = cv2.cvtColor(par, cv2.COLOR_BGR2RGB)
-        alpha = np.all(par == np.array(HEAD_RGB, dtype=np.uint8), axis=-1).astype(np.float32)
-    elif frame.mask_path is not None:
-        m = _read_image(frame.mask_path, frame, cv2.IMREAD_GRAYSCALE)
-        _check_size(m, frame.mask_path, frame, src, "mask")
-        alpha = m.astype(np.float32) / 255.0
-    if alpha is not None:
-        bg = np.array(background, dtype=np.float32) * 255.0
-        out = rgb.astype(np.float32) * alpha[..., None] + bg * (1.0 - alpha[..., None])
-        rgb = np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    w, h = info.intrinsics.width, info.intrinsics.height
-    if (w, h) != (src.width, src.height):
-        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    return rgb
-
-
-def _check_size(arr: np.ndarray, path: Path, frame: FrameInfo, src: Intrinsics, what: str):
-    if arr.shape[:2] != (src.height, src.width):
-        raise DatasetError(
-            f"{path} (the {what} of img_id {frame.img_id}) is {arr.shape[1]}x{arr.shape[0]} but "
-            f"the frames are {src.width}x{src.height}. Fix: regenerate it at the frame size."
-        )
-
-
-def load_images(info: DatasetInfo, frame_ids: list[int],
-                background: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                workers: int = 8) -> np.ndarray:
-    """Decode and composite the given frames into one uint8 array (F, H, W, 3)."""
-    h, w = info.intrinsics.height, info.intrinsics.width
-    out = np.empty((len(frame_ids), h, w, 3), dtype=np.uint8)
-
-    def work(k: int) -> None:
-        out[k] = load_frame(info, info.frames[frame_ids[k]], background)
-
-    # cv2 releases the GIL while decoding, so threads overlap the I/O and decoding.
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in pool.map(work, range(len(frame_ids))):
-            pass
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
 # point cloud
 
 
-def read_points3d(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read positions (P, 3) and colours in [0, 1] (P, 3) from a PLY point cloud."""
-    from plyfile import PlyData
-
-    try:
-        v = PlyData.read(str(path))["vertex"]
-        xyz = np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32)
-    except Exception as err:  # plyfile raises many kinds of errors for a bad file
-        raise DatasetError(f"{path} is not a readable PLY point cloud ({err}). Fix: delete it to "
-                           "start from random points, or regenerate it.") from None
-    names = v.data.dtype.names
-    if all(c in names for c in ("red", "green", "blue")):
-        rgb = np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(np.float32) / 255.0
-    else:
-        rgb = np.full_like(xyz, 0.5)
-    if not np.isfinite(xyz).all() or len(xyz) == 0:
-        raise DatasetError(f"{path} has no points or non-finite coordinates. Fix: delete it to "
-                           "start from random points.")
-    return xyz, rgb
+def read_points3d(path: Path) -> np.ndarray:
+    """Positions [P, 3] of a PLY point cloud (its colours are not used)."""
+    return read_points(path, DatasetError, "delete it to start from random points, or "
+                       "regenerate it.")

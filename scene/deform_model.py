@@ -4,7 +4,7 @@ Input: a positional encoding of the canonical position (``multires`` octaves of 
 the position itself) and the raw expression vector. ``depth`` ReLU layers of ``width`` with a
 skip connection that re-injects the input after layer ``depth // 2``; three linear heads give
 the offsets of position (3), rotation (4) and scale (3). Parameter names match the original
-release's ``deform.pth``.
+code's ``deform.pth``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ class DeformNetwork(nn.Module):
     is one :class:`_LinearReLU` and the three heads are one matrix product; the same function.
     """
 
-    def __init__(self, exp_dim: int, depth: int = 8, width: int = 256, multires: int = 10):
+    def __init__(self, exp_dim: int, depth: int = 8, width: int = 256, multires: int = 10,
+                 fused: bool = False):
         super().__init__()
         self.exp_dim = exp_dim
         self.embed = PositionalEncoding(3, multires)
@@ -89,7 +90,7 @@ class DeformNetwork(nn.Module):
         self.gaussian_warp = nn.Linear(width, 3)
         self.gaussian_rotation = nn.Linear(width, 4)
         self.gaussian_scaling = nn.Linear(width, 3)
-        self.fused = False
+        self.fused = fused
 
     def forward(self, xyz: torch.Tensor, exp: torch.Tensor):
         if exp.dim() == 1:

@@ -1,42 +1,149 @@
-"""Reading and writing models in the original release's ``output/<id>`` layout::
+"""The run folder ``output/<id>``: every file train.py writes and render.py reads, in the
+original GaussianHead release's layout (so each side reads the other's runs)::
 
-    cfg_args                                   Namespace(...) text (see arguments)
+    cfg_args                                   Namespace(...) text of the run's options
     cameras.json                               the dataset cameras, test first then train
     input.ply                                  the initial point cloud
     point_cloud/iteration_N/point_cloud.ply    canonical Gaussians (3DGS PLY fields)
     deform/iteration_N/deform.pth              deformation network state_dict
     trip/iteration_N/trip.pth                  tri-planes and decoders state_dict
     tilted/iteration_N/tilted.pth              {'tau': [N, K, 4]} derivation quaternions
+    model_meta.json                            ours: format version and the model's config
+    checkpoint.pt                              ours: everything needed to resume
+    eval_log.json                              ours: test metrics at --test_iterations
 
-with the release's state_dict keys and shapes, so each side can read the other's runs. Runs
-written here add ``model_meta.json`` (format version, the model's conventions and the head's
-bounding sphere). Its absence marks a checkpoint of the original release, which is loaded in
-``release`` semantics (reproducing the original's math) without any flag.
+Runs written here carry ``model_meta.json``; its absence marks a checkpoint of the original
+release, which :func:`load_model` loads with the release's math (:mod:`scene.release`). Every
+file is written atomically; ``cfg_args`` is read as literals, never evaluated.
 """
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from scene.gaussian_model import GaussianHead, ModelConfig
+from scene.release import ReleaseGaussianHead, V1GaussianHead, release_config
 from utils.errors import CheckpointError
 from utils.general_utils import inverse_sigmoid
-from utils.io_utils import atomic_path, atomic_torch_save, atomic_write_json
+from utils.graphics_utils import GL_TO_CV
+from utils.io_utils import atomic_torch_save, atomic_write_json, atomic_write_text
+from utils.ply_io import read_gaussians, write_gaussians, write_points
 
 FORMAT = "gaussianhead-open"
-FORMAT_VERSION = 2  # 2: ModelConfig.derivation_coords (version 1 files are "v1")
+# One version for model_meta.json and checkpoint.pt. 2: positions rotated by the derivation
+# quaternions (version 1 files used the column-sum coordinates of V1GaussianHead).
+FORMAT_VERSION = 2
+CHECKPOINT_FORMAT = "gaussianhead-open-checkpoint"
 META_FILE = "model_meta.json"
+CHECKPOINT = "checkpoint.pt"
+EVAL_LOG = "eval_log.json"
 COMPONENTS = {
     "point_cloud": "point_cloud.ply",
     "deform": "deform.pth",
     "trip": "trip.pth",
     "tilted": "tilted.pth",
 }
+
+# ----------------------------------------------------------------------------------------------
+# cfg_args: the release's text form, read without eval
+
+# keys the release's render.py expects but this project does not use
+_RELEASE_KEYS = {"images": "images", "data_device": "cuda", "load2gpu_on_the_fly": True}
+
+
+def write_cfg_args(model_path: str | os.PathLike, values: dict[str, Any]) -> None:
+    """Write ``cfg_args`` as ``Namespace(k=v, ...)``, atomically, with the release's own keys
+    filled in so that its ``render.py`` can read our runs."""
+    merged = dict(values)
+    for k, v in _RELEASE_KEYS.items():
+        merged.setdefault(k, v)
+    for k, v in merged.items():
+        if not isinstance(v, (str, int, float, bool, type(None), list, tuple)):
+            raise TypeError(f"cfg_args value {k}={v!r} is not a literal")
+    body = ", ".join(f"{k}={v!r}" for k, v in merged.items())
+    atomic_write_text(Path(model_path) / "cfg_args", f"Namespace({body})\n \n")
+
+
+def read_cfg_args(model_path: str | os.PathLike) -> dict[str, Any]:
+    """Read ``<model_path>/cfg_args`` (ours or the release's); literals only, never ``eval``."""
+    path = Path(model_path) / "cfg_args"
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} not found. Fix: pass -m with a run folder written by train.py "
+            "(or by the original release)."
+        )
+    text = path.read_text().strip()
+    try:
+        call = ast.parse(text, mode="eval").body
+        if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Namespace"):
+            raise ValueError("not a Namespace(...) expression")
+        if call.args:
+            raise ValueError("positional arguments are not allowed")
+        return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    except (SyntaxError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} is not a readable cfg_args file ({err}). Fix: restore it from the run, "
+            "or write it as Namespace(source_path='...', ...)."
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------------
+# files written when a run starts
+
+
+def config_record(model: GaussianHead) -> dict:
+    """The model's configuration as saved in model_meta.json and checkpoint.pt, with the
+    coordinates rule that tells :func:`model_class` which class to rebuild."""
+    coords = "v1" if isinstance(model, V1GaussianHead) else "rotate"
+    return {**model.cfg.to_dict(), "derivation_coords": coords}
+
+
+def write_meta(model_path: Path, model: GaussianHead) -> None:
+    """``model_meta.json``: what a loader needs to rebuild the model."""
+    atomic_write_json(Path(model_path) / META_FILE, {"format": FORMAT, "version": FORMAT_VERSION,
+                                                     "model": config_record(model)})
+
+
+def write_cameras_json(path: Path, frames: list, intr) -> None:
+    """3DGS's cameras.json for dataset frames (test first, then train): rotation and position
+    of the camera-to-world transform with OpenCV axes."""
+    entries = []
+    for i, f in enumerate(frames):
+        c2w = f.c2w @ GL_TO_CV
+        entries.append({
+            "id": i, "img_name": f.img_id, "width": intr.width, "height": intr.height,
+            "position": c2w[:3, 3].tolist(), "rotation": c2w[:3, :3].tolist(),
+            "fy": intr.fy, "fx": intr.fx,
+        })
+    atomic_write_text(path, json.dumps(entries))
+
+
+def write_input_ply(model_path: Path, xyz: np.ndarray) -> None:
+    """The initial points (grey), as 3DGS writes ``input.ply``."""
+    write_points(Path(model_path) / "input.ply", xyz)
+
+
+def append_eval_log(model_path: Path, entry: dict) -> None:
+    path = Path(model_path) / EVAL_LOG
+    log = json.loads(path.read_text()) if path.is_file() else []
+    log.append(entry)
+    atomic_write_json(path, log)
+
+
+# ----------------------------------------------------------------------------------------------
+# saved iterations
+
+
+def _component(model_path: Path, comp: str, it: int) -> Path:
+    return Path(model_path) / comp / f"iteration_{it}" / COMPONENTS[comp]
 
 
 def available_iterations(model_path: Path) -> list[int]:
@@ -51,10 +158,6 @@ def available_iterations(model_path: Path) -> list[int]:
     return sorted(its)
 
 
-def _complete(model_path: Path, it: int) -> bool:
-    return all(_component(model_path, comp, it).is_file() for comp in COMPONENTS)
-
-
 def resolve_iteration(model_path: Path, iteration: int = -1) -> int:
     """The requested iteration, or for -1 the latest one saved whole (a save cut short by a
     crash leaves an incomplete iteration, which is passed over); checks every component."""
@@ -66,23 +169,20 @@ def resolve_iteration(model_path: Path, iteration: int = -1) -> int:
             "with a trained run folder (train.py writes them at --save_iterations)."
         )
     if iteration == -1:
-        complete = [i for i in its if _complete(model_path, i)]
+        complete = [i for i in its if all(_component(model_path, c, i).is_file()
+                                          for c in COMPONENTS)]
         it = complete[-1] if complete else its[-1]
     else:
         it = iteration
     if it not in its:
         raise CheckpointError(f"{model_path} has no saved iteration {it}; saved: "
                               f"{', '.join(map(str, its))}. Fix: pass one of them to --iteration.")
-    for comp, fname in COMPONENTS.items():
-        p = model_path / comp / f"iteration_{it}" / fname
+    for comp in COMPONENTS:
+        p = _component(model_path, comp, it)
         if not p.is_file():
             raise CheckpointError(f"{p} is missing, so iteration {it} cannot be loaded as a "
                                   "whole. Fix: pass another --iteration, or restore the file.")
     return it
-
-
-def _component(model_path: Path, comp: str, it: int) -> Path:
-    return Path(model_path) / comp / f"iteration_{it}" / COMPONENTS[comp]
 
 
 def _torch_load(path: Path) -> dict:
@@ -93,129 +193,65 @@ def _torch_load(path: Path) -> dict:
                               "restore it or pass another --iteration.") from None
 
 
-# ----------------------------------------------------------------------------------------------
-# PLY
+def save_model(model_path: Path, model: GaussianHead, iteration: int,
+               campos: torch.Tensor | None = None) -> None:
+    """Write one iteration (each file atomically; the point cloud, which marks an iteration as
+    saved, last).
 
-
-def write_gaussian_ply(path: Path, model: GaussianHead, campos: torch.Tensor | None = None
-                       ) -> None:
-    """Write the canonical Gaussians as a standard 3DGS PLY.
-
-    Position, log-scale and rotation are the model's parameters. Colour (SH) and opacity are
-    decoded by the tri-plane for the canonical, undeformed head seen from ``campos`` (the mean
-    training camera), so that ordinary 3DGS viewers show the avatar; opacity is stored as a
-    logit, as 3DGS does. Loading reads only position, scale and rotation.
+    The PLY holds the canonical Gaussians: position, log-scale and rotation are the model's
+    parameters; colour (SH) and opacity (a logit) are decoded for the canonical, undeformed head
+    seen from ``campos`` (the mean training camera), so that 3DGS viewers show the avatar.
     """
-    from plyfile import PlyData, PlyElement
+    def cpu(sd: dict) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in sd.items()}
 
+    atomic_torch_save(cpu(model.deform.state_dict()), _component(model_path, "deform", iteration))
+    atomic_torch_save(cpu(model.triplane.state_dict()), _component(model_path, "trip", iteration))
+    atomic_torch_save(cpu(model.tilted_state_dict()), _component(model_path, "tilted", iteration))
     with torch.no_grad():
         if campos is None:
             campos = torch.zeros(3, device=model.xyz.device)
-        frame = model.derive(None, campos.to(model.xyz.device), deform=False)
-        sh = frame.sh.detach().cpu()  # [N, C, 3]
-        opacity = inverse_sigmoid(frame.opacities.detach().cpu())[:, None]
-    xyz = model.xyz.detach().cpu().numpy()
-    f_dc = sh[:, :1].transpose(1, 2).flatten(1).numpy()
-    f_rest = sh[:, 1:].transpose(1, 2).flatten(1).numpy()
-    attrs = [xyz, np.zeros_like(xyz), f_dc, f_rest, opacity.numpy(),
-             model.scaling.detach().cpu().numpy(), model.rotation.detach().cpu().numpy()]
-    names = (["x", "y", "z", "nx", "ny", "nz"] + [f"f_dc_{i}" for i in range(f_dc.shape[1])]
-             + [f"f_rest_{i}" for i in range(f_rest.shape[1])] + ["opacity"]
-             + [f"scale_{i}" for i in range(3)] + [f"rot_{i}" for i in range(4)])
-    data = np.concatenate(attrs, axis=1).astype(np.float32)
-    elements = np.empty(len(data), dtype=[(n, "f4") for n in names])
-    for i, n in enumerate(names):
-        elements[n] = data[:, i]
-    with atomic_path(path) as tmp:
-        PlyData([PlyElement.describe(elements, "vertex")]).write(str(tmp))
-
-
-def read_gaussian_ply(path: Path) -> dict[str, torch.Tensor]:
-    """Positions [N, 3], log-scales [N, 3] and rotations [N, 4] from a 3DGS PLY."""
-    from plyfile import PlyData
-
-    try:
-        v = PlyData.read(str(path))["vertex"]
-        names = v.data.dtype.names
-
-        def stack(prefix: str) -> np.ndarray:
-            cols = sorted((n for n in names if n.startswith(prefix)),
-                          key=lambda n: int(n.rsplit("_", 1)[1]))
-            return np.stack([np.asarray(v[c]) for c in cols], axis=1)
-
-        xyz = np.stack([v["x"], v["y"], v["z"]], axis=1)
-        scale, rot = stack("scale_"), stack("rot_")
-    except Exception as err:
-        raise CheckpointError(f"{path} is not a readable Gaussian PLY ({err}). Fix: restore it "
-                              "or pass another --iteration.") from None
-    if scale.shape[1] != 3 or rot.shape[1] != 4:
-        raise CheckpointError(f"{path} needs scale_0..2 and rot_0..3 fields.")
-    return {
-        "xyz": torch.tensor(xyz, dtype=torch.float32),
-        "scaling": torch.tensor(scale, dtype=torch.float32),
-        "rotation": torch.tensor(rot, dtype=torch.float32),
-    }
+        frame = model.derive(None, campos.to(model.xyz.device))
+        sh = frame.sh.detach().cpu().numpy()
+        opacity = inverse_sigmoid(frame.opacities.detach().cpu()).numpy()
+    write_gaussians(_component(model_path, "point_cloud", iteration),
+                    model.xyz.detach().cpu().numpy(), sh, opacity,
+                    model.scaling.detach().cpu().numpy(), model.rotation.detach().cpu().numpy())
 
 
 # ----------------------------------------------------------------------------------------------
-# whole models
+# loading: the one place that decides which math a model uses
 
 
-def write_meta(model_path: Path, cfg: ModelConfig) -> None:
-    """Write ``model_meta.json``: what a loader needs to rebuild the model."""
-    atomic_write_json(Path(model_path) / META_FILE,
-                      {"format": FORMAT, "version": FORMAT_VERSION, "model": cfg.to_dict()})
+def model_class(model_config: dict, version: int) -> type[GaussianHead]:
+    """The class of a model of ours from its saved config and format version."""
+    if version < 2 or model_config.get("derivation_coords") == "v1":
+        return V1GaussianHead
+    return GaussianHead
 
 
-def save_model(model_path: Path, model: GaussianHead, iteration: int,
-               campos: torch.Tensor | None = None) -> None:
-    """Write one iteration of the model in the release's layout (each file atomically; the
-    point cloud, which marks an iteration as saved, last)."""
-    atomic_torch_save(_cpu(model.deform.state_dict()), _component(model_path, "deform", iteration))
-    atomic_torch_save(_cpu(model.triplane.state_dict()), _component(model_path, "trip", iteration))
-    atomic_torch_save(_cpu(model.tilted_state_dict()), _component(model_path, "tilted", iteration))
-    write_gaussian_ply(_component(model_path, "point_cloud", iteration), model, campos)
-
-
-def _cpu(sd: dict) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in sd.items()}
-
-
-def read_config(model_path: Path, it: int, sh_degree: int) -> ModelConfig:
-    """The model's configuration: from model_meta.json, or inferred from a release checkpoint."""
+def read_config(model_path: Path, it: int) -> tuple[ModelConfig, type[GaussianHead]]:
+    """The model's configuration and class: from model_meta.json, or inferred from the weights
+    of a release checkpoint."""
     meta_path = Path(model_path) / META_FILE
     if meta_path.is_file():
         try:
             meta = json.loads(meta_path.read_text())
             if meta.get("format") != FORMAT:
                 raise ValueError(f"unknown format {meta.get('format')!r}")
-            if int(meta.get("version", 0)) > FORMAT_VERSION:
+            version = int(meta.get("version", 0))
+            if version > FORMAT_VERSION:
                 raise ValueError(f"written by a newer version ({meta['version']})")
-            return ModelConfig.from_dict(meta["model"])
+            return ModelConfig.from_dict(meta["model"]), model_class(meta["model"], version)
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{meta_path} cannot be used ({err}). Fix: restore it from "
                                   "the run (delete it only for a run of the original release)."
                                   ) from None
     _refuse_our_run_without_meta(Path(model_path), meta_path)
-    trip = _torch_load(_component(model_path, "trip", it))
-    tilted = _torch_load(_component(model_path, "tilted", it))
-    deform = _torch_load(_component(model_path, "deform", it))
-    try:
-        levels = len({k.split(".")[1] for k in trip if k.startswith("tri_plane.")})
-        plane = trip["tri_plane.0.0"]
-        k = tilted["tau"].shape[1]
-        n_freq_in = 3 * (1 + 2 * 10)
-        exp_dim = deform["linear.0.weight"].shape[1] - n_freq_in
-        n_rest = trip["shs_rest_net.weight"].shape[0]
-    except (KeyError, IndexError) as err:
-        raise CheckpointError(f"{model_path} does not look like a GaussianHead checkpoint "
-                              f"(missing {err}).") from None
-    sh_from_weights = int(round(((n_rest + 3) / 3) ** 0.5)) - 1
-    if sh_from_weights != sh_degree:
-        sh_degree = sh_from_weights
-    return ModelConfig.release(exp_dim=exp_dim, sh_degree=sh_degree, num_derivations=k,
-                               triplane_res=plane.shape[-1], triplane_channels=plane.shape[1],
-                               triplane_levels=levels)
+    cfg = release_config(_torch_load(_component(model_path, "trip", it)),
+                         _torch_load(_component(model_path, "tilted", it)),
+                         _torch_load(_component(model_path, "deform", it)), str(model_path))
+    return cfg, ReleaseGaussianHead
 
 
 # cfg_args keys that only runs of this project write
@@ -227,8 +263,6 @@ def _refuse_our_run_without_meta(model_path: Path, meta_path: Path) -> None:
     cfg = model_path / "cfg_args"
     if not cfg.is_file():
         return
-    from arguments import read_cfg_args
-
     ours = [k for k in _OUR_CFG_KEYS if k in read_cfg_args(model_path)]
     if ours:
         raise CheckpointError(
@@ -239,13 +273,15 @@ def _refuse_our_run_without_meta(model_path: Path, meta_path: Path) -> None:
             "under 'model_config').")
 
 
-def load_model(model_path: str | Path, iteration: int = -1, sh_degree: int = 3,
-               device: torch.device | str = "cpu") -> tuple[GaussianHead, int]:
+def load_model(model_path: str | Path, iteration: int = -1, *,
+               device: torch.device | str = "cpu", autocast_dtype: torch.dtype | None = None,
+               fused: bool = False) -> tuple[GaussianHead, int]:
     """Load a saved model (ours or the release's). Returns the model and its iteration."""
     model_path = Path(model_path)
     it = resolve_iteration(model_path, iteration)
-    cfg = read_config(model_path, it, sh_degree)
-    gauss = read_gaussian_ply(_component(model_path, "point_cloud", it))
+    cfg, cls = read_config(model_path, it)
+    ply = _component(model_path, "point_cloud", it)
+    gauss = read_gaussians(ply, CheckpointError, "restore it or pass another --iteration.")
     tau = _torch_load(_component(model_path, "tilted", it)).get("tau")
     if tau is None:
         raise CheckpointError(f"{_component(model_path, 'tilted', it)} has no 'tau' entry.")
@@ -256,8 +292,9 @@ def load_model(model_path: str | Path, iteration: int = -1, sh_degree: int = 3,
             f"derivations for {tau.shape[0]}. Fix: the files come from different iterations; "
             "restore matching ones."
         )
-    model = GaussianHead(cfg, num_points=0)
-    model.set_gaussians({**gauss, "derivations": tau.float()})
+    model = cls(cfg, num_points=0, autocast_dtype=autocast_dtype, fused=fused)
+    model.set_gaussians({**{k: torch.from_numpy(v) for k, v in gauss.items()},
+                         "derivations": tau.float()})
     for name, module in (("deform", model.deform), ("trip", model.triplane)):
         sd = _torch_load(_component(model_path, name, it))
         try:
@@ -267,6 +304,54 @@ def load_model(model_path: str | Path, iteration: int = -1, sh_degree: int = 3,
                                   f"({str(err).splitlines()[0]}).") from None
     # the release rendered with every SH band whatever the iteration (as 3DGS's load_ply);
     # our models use the bands that were active when the iteration was saved
-    model.active_sh_degree = (cfg.sh_degree if cfg.semantics == "release"
+    model.active_sh_degree = (cfg.sh_degree if cls is ReleaseGaussianHead
                               else model.sh_degree_at(it))
     return model.to(device), it
+
+
+def is_release_run(model_path: str | Path) -> bool:
+    """Whether the run folder was written by the original release (no ``model_meta.json``);
+    its models must run with exact fp32, unfused arithmetic."""
+    return not (Path(model_path) / META_FILE).is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoint.pt
+
+
+def write_checkpoint(model_path: Path, state: dict) -> None:
+    """``checkpoint.pt``: ``state`` (the trainer's) plus the format and version, atomically."""
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, "version": FORMAT_VERSION, **state},
+                      Path(model_path) / CHECKPOINT)
+
+
+def read_checkpoint(model_path: str | Path) -> dict:
+    """A run's ``checkpoint.pt``, checked to be one of ours."""
+    path = Path(model_path) / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"--resume: {path} not found. Fix: pass -m with the folder of a "
+                              "run started by this train.py, or drop --resume.")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"{path} cannot be read ({err}). Fix: start a new run.") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a training checkpoint of this project.")
+    if int(ckpt.get("version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer version of this project "
+                              f"(format version {ckpt['version']}; this one reads up to "
+                              f"{FORMAT_VERSION}). Fix: resume with that version.")
+    return ckpt
+
+
+def checkpoint_model(ckpt: dict) -> tuple[ModelConfig, type[GaussianHead]]:
+    """The model configuration and class a checkpoint was trained with."""
+    return (ModelConfig.from_dict(ckpt["model_config"]),
+            model_class(ckpt["model_config"], int(ckpt.get("version", 1))))
+
+
+def checkpoint_options(ckpt: dict) -> dict:
+    """The options a run was started with, from its checkpoint (for --resume)."""
+    schedule = {k: ckpt[k] for k in ("test_iterations", "save_iterations") if k in ckpt}
+    return {**ckpt["data"], **ckpt["optimization"], **ckpt["pipeline"], "seed": ckpt["seed"],
+            **schedule}

@@ -5,15 +5,9 @@ the three planes (xy, xz, yz) bilinearly, the three samples are multiplied, and 
 are concatenated into one feature vector. Small MLPs decode it into an opacity, geometry
 features and (with the view direction) spherical-harmonics colour coefficients.
 
-Two sampling rules exist:
-
-- ``fixed`` (ours): derivation k samples its own channel slice ``k*C/K:(k+1)*C/K``, and the
-  rotated coordinates are normalised by the head's bounding sphere, so the whole plane is used.
-- ``release`` (legacy checkpoints): every derivation samples the last slice, coordinates are
-  raw world positions, and the colour MLP has no activation between its layers, as the original
-  code did.
-
-Parameter names match the original release's ``trip.pth``.
+Derivation k samples its own channel slice ``k*C/K:(k+1)*C/K`` of each plane; the coordinates
+come normalised to the head's bounding sphere, so the whole plane is used. Parameter names
+match the original code's ``trip.pth``.
 """
 
 from __future__ import annotations
@@ -25,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 PLANE_AXES = ((0, 1), (0, 2), (1, 2))  # xy, xz, yz: sample coords (u, v) = (p[a], p[b])
-Semantics = Literal["fixed", "release"]
 
 
 class _MLP(nn.Module):
@@ -52,14 +45,15 @@ class _MLP(nn.Module):
 class TriPlaneDecoder(nn.Module):
     """(rotated positions, view directions) -> (opacity [N], SH coefficients [N, (d+1)^2, 3])."""
 
+    colour_activation: Literal["relu", "none"] = "relu"  # between the colour MLP's layers
+
     def __init__(self, sh_degree: int = 3, num_derivations: int = 4, resolution: int = 64,
-                 channels: int = 32, levels: int = 1, semantics: Semantics = "fixed",
-                 init_range: tuple[float, float] = (0.1, 0.5)):
+                 channels: int = 32, levels: int = 1,
+                 init_range: tuple[float, float] = (0.1, 0.5), fused: bool = False):
         super().__init__()
         if channels % num_derivations:
             raise ValueError(f"channels ({channels}) must be divisible by the number of "
                              f"derivations ({num_derivations})")
-        self.semantics = semantics
         self.num_derivations = num_derivations
         self.channels = channels
         self.sh_degree = sh_degree
@@ -77,13 +71,12 @@ class TriPlaneDecoder(nn.Module):
         n_coef = (sh_degree + 1) ** 2
         sh_dim = 3 * n_coef
         self.opacity_net = _MLP([feat_dim, hidden, hidden, 1 + geo_dim], act="sigmoid")
-        self.shs_net = _MLP([geo_dim + 3, hidden, sh_dim],
-                            act="relu" if semantics == "fixed" else "none")
+        self.shs_net = _MLP([geo_dim + 3, hidden, sh_dim], act=self.colour_activation)
         self.shs_dc_net = nn.Linear(sh_dim, 3)
         self.shs_rest_net = nn.Linear(sh_dim, sh_dim - 3)
         # run-time switch of the fast path (not part of the weights): the same decoders with
         # padded, 16-byte aligned operands and one product for both SH heads
-        self.fused = False
+        self.fused = fused
 
     def plane_features(self, coords: torch.Tensor) -> torch.Tensor:
         """Sample the planes. coords [K, N, 3] (already rotated/normalised) -> [N, C]"""
@@ -99,22 +92,21 @@ class TriPlaneDecoder(nn.Module):
         # result); a diverged run must reach the trainer's clear message instead
         grids = torch.nan_to_num(grids, nan=0.0)
         for planes in self.tri_plane:
-            stacked = torch.cat(list(planes), dim=0)  # [3, C, R, R]
-            r = stacked.shape[-1]
-            if self.semantics == "fixed":
-                feats = stacked.reshape(3 * k, c_k, r, r)  # slice k for derivation k
-                samp = F.grid_sample(feats, grids.reshape(3 * k, n, 1, 2), mode="bilinear",
-                                     padding_mode="border", align_corners=True)
-                samp = samp.reshape(3, k, c_k, n)
-            else:
-                feats = stacked[:, (k - 1) * c_k:]  # the release: always the last slice
-                samp = F.grid_sample(feats, grids.reshape(3, k * n, 1, 2), mode="bilinear",
-                                     padding_mode="border", align_corners=True)
-                samp = samp.reshape(3, c_k, k, n).transpose(1, 2)  # [3, K, C/K, N]
-            # the product of the three planes' samples [K, C/K, N] (levels are summed, as the
-            # release); written out because prod's backward syncs with the host
+            samp = self._sample(torch.cat(list(planes), dim=0), grids)  # [3, K, C/K, N]
+            # the product of the three planes' samples [K, C/K, N] (levels are summed,
+            # as the original code does); written out because prod's backward syncs with the host
             total = total + samp[0] * samp[1] * samp[2]
         return total.permute(2, 0, 1).reshape(n, k * c_k)
+
+    def _sample(self, planes: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+        """Derivation k's samples of channel slice k: planes [3, C, R, R], grids [3, K, N, 2]
+        -> [3, K, C/K, N]."""
+        _, k, n, _ = grids.shape
+        r = planes.shape[-1]
+        feats = planes.reshape(3 * k, self.channels // k, r, r)
+        samp = F.grid_sample(feats, grids.reshape(3 * k, n, 1, 2), mode="bilinear",
+                             padding_mode="border", align_corners=True)
+        return samp.reshape(3, k, self.channels // k, n)
 
     def forward(self, coords: torch.Tensor, dirs: torch.Tensor):
         """coords [K, N, 3], unit view directions dirs [N, 3] ->
@@ -124,7 +116,7 @@ class TriPlaneDecoder(nn.Module):
     def decode(self, feat: torch.Tensor, dirs: torch.Tensor):
         """The decoders alone: features [N, C], unit view directions [N, 3] -> opacity [N],
         geometry features [N, C], SH [N, (d+1)^2, 3]."""
-        if self.fused and self.semantics == "fixed":
+        if self.fused:
             return self._decode_aligned(feat, dirs)
         out = self.opacity_net(feat)
         opacity = torch.sigmoid(out[:, 0])
@@ -135,7 +127,7 @@ class TriPlaneDecoder(nn.Module):
         return opacity, geo, torch.cat([dc, rest], dim=1)
 
     def _decode_aligned(self, feat: torch.Tensor, dirs: torch.Tensor):
-        """:meth:`forward`'s decoders (fixed semantics) with every matrix operand's row a
+        """:meth:`decode` with every matrix operand's row a
         multiple of 8 values: the geometry output padded from 1 + C to a multiple of 8 rows, the
         colour MLP's input ([geometry, direction], C + 3 columns) zero-padded likewise, and the
         DC and rest heads as one product. Odd widths (33, 35, 3, 45) send cuBLAS to slow

@@ -1,4 +1,4 @@
-"""A CPU stand-in for ``torch.cuda.make_graphed_callables`` with the same buffer semantics, so
+"""A CPU stand-in for ``torch.cuda.make_graphed_callables`` with the same buffer behaviour, so
 that CPU tests can run the fast path's graphed code through whole training runs.
 
 What a real graphed callable does, and this one too: the call copies its inputs into static

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from bench.run import _device_busy_s
+from bench.host_time import _device_busy_s
 
 
 def _event(start: float, end: float, device: bool = True, annotation: bool = False):

@@ -9,7 +9,8 @@ import pytest
 import metrics
 import render
 import train
-from arguments import pop_release_compat, read_cfg_args, write_cfg_args
+from arguments import pop_compat_options
+from scene.run_folder import read_cfg_args, write_cfg_args
 from utils.errors import CheckpointError
 
 
@@ -47,11 +48,11 @@ def test_prefixes_of_options_are_not_guessed(build):
 def test_the_release_options_are_accepted_with_a_note():
     args = _parse(render.build_parser(), ["-m", "run", "--mode", "render", "--warm_up", "3000",
                                           "--data_device", "cuda", "--load2gpu_on_the_fly"])
-    notes = pop_release_compat(args)
+    notes = pop_compat_options(args)
     assert len(notes) == 4 and all("no effect" in n for n in notes)
     assert not any(k.startswith("compat_") for k in args)
     args = _parse(train.build_parser(), ["-s", "d", "--images", "images", "--debug", "false"])
-    assert len(pop_release_compat(args)) == 2
+    assert len(pop_compat_options(args)) == 2
 
 
 def test_help_shows_defaults(capsys):

@@ -15,7 +15,8 @@ import torch
 
 from scene import Scene
 from scene.cameras import Camera
-from scene.dataset_readers import load_images, read_dataset
+from scene.dataset_images import load_images
+from scene.dataset_readers import read_dataset
 from tests.helpers import FIXTURE, edit_transforms, needs_fixture, write_tiny_dataset
 from utils.errors import DatasetError, OptionError, UserError
 
@@ -47,7 +48,11 @@ def test_reads_the_released_layout():
 @needs_fixture
 def test_cameras_json_matches_the_release(tmp_path):
     scene = Scene(FIXTURE / "data", test_frames=100, eval_frames=100, load_train=False)
-    scene.write_cameras_json(tmp_path / "cameras.json")
+    from scene.run_folder import write_cameras_json
+
+    info = scene.info
+    write_cameras_json(tmp_path / "cameras.json", info.test_frames + info.train_frames,
+                       info.intrinsics)
     ours = json.loads((tmp_path / "cameras.json").read_text())
     ref = json.loads((FIXTURE / "model" / "cameras.json").read_text())
     assert len(ours) == len(ref)
@@ -76,7 +81,7 @@ def test_split_holds_out_the_last_frames(tmp_path):
 def test_each_training_frame_appears_once(tmp_path):
     root = write_tiny_dataset(tmp_path / "d", n=10)
     scene = Scene(root, test_frames=3, eval_frames=3)
-    ids = [c.frame_index for c in scene.train_cameras]
+    ids = [c.img_id for c in scene.train_cameras]  # img_id k is frame k here
     assert ids == list(range(7))  # no duplicates (the release trained twice on each)
 
 
@@ -125,7 +130,7 @@ def test_only_head_masks_with_the_parsing_map(tmp_path):
 def test_principal_point_is_honoured(tmp_path):
     root = write_tiny_dataset(tmp_path / "d", n=3, cx=5.0)
     info = read_dataset(root, test_frames=1, eval_frames=1)
-    cam = Camera(uid=0, intr=info.intrinsics, c2w_gl=info.frames[0].c2w,
+    cam = Camera(intr=info.intrinsics, c2w_gl=info.frames[0].c2w,
                  exp=torch.zeros(5))
     K = cam.K()
     assert float(K[0, 2]) == 5.0 and float(K[1, 2]) == 8.0

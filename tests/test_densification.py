@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from arguments import OptimizationParams
-from scene.densification import Densifier, DensifyConfig, remap_gaussians
 from scene.gaussian_model import PER_GAUSSIAN, GaussianHead, ModelConfig
-from scene.trainer import build_optimizers
+from training.densification import Densifier, DensifyConfig, remap_gaussians
+from training.optimizers import build_optimizers
 
 
 def _setup(n=60, seed=0):

@@ -15,21 +15,33 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scene.cuda_graphs import FrameNetworks, TrainingLoss
 from scene.gaussian_model import GaussianHead, ModelConfig
+from training.cuda_graphs import FrameNetworks
+from training.losses import TrainingLoss
 from utils.loss_utils import l1_loss, ssim
 
 KEYS = ("means", "opacities", "sh", "quats", "scales")
 
 
-def _model(n: int, device: str = "cpu") -> GaussianHead:
+def _model(n: int, device: str = "cpu", **execution) -> GaussianHead:
     torch.manual_seed(0)
-    m = GaussianHead(ModelConfig(exp_dim=6, center=(0.01, -0.02, 0.0), radius=0.2))
+    m = GaussianHead(ModelConfig(exp_dim=6, center=(0.01, -0.02, 0.0), radius=0.2),
+                     **execution)
     m.init_from_points(np.random.default_rng(0).normal(scale=0.05, size=(n, 3)))
     with torch.no_grad():  # non-trivial offsets
         m.deform.gaussian_warp.bias.fill_(0.01)
         m.deform.gaussian_rotation.bias.fill_(0.05)
     return m.to(device)
+
+
+def _twin(m: GaussianHead, **execution) -> GaussianHead:
+    """The same model (same weights, separate parameters) with other run-time settings."""
+    kw = {"autocast_dtype": m.autocast_dtype, "fused": m.fused} | execution
+    t = type(m)(m.cfg, **kw)
+    t.set_gaussians({k: v.detach().clone() for k, v in m.per_gaussian().items()})
+    t.load_state_dict(m.state_dict())
+    t.active_sh_degree = m.active_sh_degree
+    return t.to(m.xyz.device)
 
 
 def _loss_and_grads(m: GaussianHead, g, cot: dict[str, torch.Tensor]):
@@ -48,19 +60,18 @@ def _close(a, b, atol, rtol, rel_norm, what):
         assert err <= rel_norm, f"{what}: relative error {err:.2e} > {rel_norm:.0e}"
 
 
-def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, fused=False, ref_fused=False,
+def _compare(m, fn, exp, campos, deform, atol=1e-5, rtol=1e-4, ref_fused=False,
              rel_norm=None):
-    """fn (with the fused deformation layers if ``fused``) against model.derive (eager; fused
-    layers if ``ref_fused``); elementwise, or by the norm of the difference (``rel_norm``)."""
-    m.fused = ref_fused
-    ref_g = m.derive(exp, campos, deform=deform)
+    """fn (bound to ``m``, with m's layers) against model.derive of a twin of ``m`` (eager;
+    fused layers if ``ref_fused``); elementwise, or by the norm of the difference
+    (``rel_norm``)."""
+    twin = _twin(m, fused=ref_fused)
+    ref_g = twin.derive(exp if deform else None, campos)
     torch.manual_seed(1)
     cot = {k: torch.randn_like(getattr(ref_g, k)) for k in KEYS}
-    ref = _loss_and_grads(m, ref_g, cot)
-    m.fused = fused
+    ref = _loss_and_grads(twin, ref_g, cot)
     m.zero_grad(set_to_none=True)  # a graphed forward refuses to run over held gradients
     fast = _loss_and_grads(m, fn(exp, campos, deform=deform), cot)
-    m.fused = False
     for k in KEYS:
         _close(fast[0][k], ref[0][k], atol, rtol, rel_norm, k)
     assert fast[1].keys() == ref[1].keys()
@@ -202,8 +213,12 @@ def test_separable_ssim_equals_the_2d_window():
 
 def _cpu_trainer(root, data, graphs: bool):
     from arguments import ModelParams, OptimizationParams, PipelineParams
-    from scene.trainer import Trainer
+    from training.trainer import Trainer
+    from utils.execution import Execution
 
+    # the fast path as on CUDA (fused layers, fast optimizers), graphs emulated or run eagerly
+    ex = Execution(device=torch.device("cpu"), backend="torch", precision="fp32", fused=True,
+                   fast_optimizers=True)
     t = Trainer(
         ModelParams(source_path=str(data), model_path=str(root), init_points=300,
                     test_frames=1),
@@ -211,11 +226,7 @@ def _cpu_trainer(root, data, graphs: bool):
                            densification_interval=10, densify_until_iter=60,
                            densify_grad_threshold=1e-7, min_opacity=0.02),
         PipelineParams(device="cpu"), test_iterations=[], save_iterations=[], quiet=True,
-        tensorboard=False, log=lambda *a: None)
-    # the fast path as on CUDA, with graphs emulated (or the same code run eagerly)
-    t.model.fused = True
-    t.fast_optimizers = True
-    t._build_optimizers()
+        tensorboard=False, execution=ex, log=lambda *a: None)
     t.frame_networks = FrameNetworks(t.model, graphs=graphs, bucket=64, pad=True)
     t.loss_fn.graphs = graphs
     return t
@@ -223,17 +234,19 @@ def _cpu_trainer(root, data, graphs: bool):
 
 def test_emulated_cuda_graphs_train_exactly_like_the_eager_code(tmp_path, monkeypatch):
     """Whole training runs (deformation switched on, densification growing and pruning the
-    set, recaptures) with the graphs' buffer semantics emulated on the CPU
+    set, recaptures) with the graphs' buffer behaviour emulated on the CPU
     (tests/cuda_graph_emulation.py) give bitwise the same losses and parameters as the same
     code run eagerly; a step's returned terms survive the next step; a forward that would
     accumulate gradients is refused."""
-    import scene.cuda_graphs as cuda_graphs
+    import training.cuda_graphs
+    import training.losses
     from tests import cuda_graph_emulation
     from tests.helpers import write_tiny_dataset
 
     monkeypatch.setattr(torch.cuda, "make_graphed_callables",
                         cuda_graph_emulation.make_graphed_callables)
-    monkeypatch.setattr(cuda_graphs, "_prepare_capture", lambda device: None)
+    for module in (training.cuda_graphs, training.losses):
+        monkeypatch.setattr(module, "prepare_capture", lambda device: None)
     data = write_tiny_dataset(tmp_path / "data", n=6, size=24)
     eager = _cpu_trainer(tmp_path / "eager", data, graphs=False)
     graphed = _cpu_trainer(tmp_path / "graphed", data, graphs=True)
@@ -273,17 +286,17 @@ def test_cuda_graphs_match_the_eager_path(precision):
     """Replayed graphs, with the fused deformation layers as training runs them, give the
     eager values and gradients, across recaptures (count changes, deformation switched on)
     and while the count stays inside a bucket."""
-    from utils.general_utils import configure_precision
+    from utils.execution import configure_precision
 
-    m = _model(3000, "cuda")
-    m.autocast_dtype = configure_precision(precision, torch.device("cuda"))
+    dtype = configure_precision(precision, torch.device("cuda"))
+    m = _model(3000, "cuda", autocast_dtype=dtype, fused=True)
     fn = FrameNetworks(m, graphs=True, bucket=1024)
     exp, campos = torch.rand(6, device="cuda"), torch.tensor([0.0, 0.0, 0.5], device="cuda")
     if precision == "fp32":  # graphed fused layers against the eager, unfused network
-        check = functools.partial(_compare, atol=1e-4, rtol=1e-3, fused=True)
+        check = functools.partial(_compare, atol=1e-4, rtol=1e-3)
     else:  # bf16: against the same (fused) arithmetic run eagerly, unpadded (padding changes
         # the products' reduction order and so the bf16 rounding of sums over the Gaussians)
-        check = functools.partial(_compare, fused=True, ref_fused=True, rel_norm=2e-2)
+        check = functools.partial(_compare, ref_fused=True, rel_norm=2e-2)
     check(m, fn, exp, campos, deform=False)
     check(m, fn, exp, campos, deform=True)
     assert fn.captures == 2
@@ -342,11 +355,11 @@ def test_graphed_loss_matches_the_eager_loss(tmp_path):
 
 
 def _check_render_networks(device: str, graphs: bool):
-    from scene.cuda_graphs import RenderNetworks
+    from scene.rendering import RenderNetworks
 
-    m = _model(700, device)
+    m = _model(700, device, fused=device == "cuda")
     m.active_sh_degree = 3
-    m.fused = device == "cuda"
+    unfused = _twin(m, fused=False)
     nets = RenderNetworks(m, graphs=graphs)
     gen = torch.Generator().manual_seed(0)
     for b in (3, 3, 1, 1):  # a capture per batch size, then replays with new inputs
@@ -354,20 +367,18 @@ def _check_render_networks(device: str, graphs: bool):
         campos = (torch.rand(b, 3, generator=gen) - 0.5).to(device) + torch.tensor(
             [0.0, 0.0, 0.6], device=device)
         g = nets.frame(exps[0], campos[0]) if b == 1 else nets(exps, campos)
-        same = m.derive_batch(exps, campos)  # the same arithmetic, eagerly
-        fused, m.fused = m.fused, False
+        same = m.frames(exps, campos)  # the same arithmetic, eagerly
         for k in range(b):
-            ref = m.derive(exps[k], campos[k])  # unfused layers (on CUDA: other products)
+            ref = unfused.derive(exps[k], campos[k])  # unfused layers (on CUDA: other products)
             for name in KEYS:
                 got = getattr(g, name) if b == 1 else getattr(g, name)[k]
                 torch.testing.assert_close(got, getattr(same, name)[k], atol=1e-6, rtol=1e-5)
                 torch.testing.assert_close(got, getattr(ref, name), atol=1e-4, rtol=1e-3)
-        m.fused = fused
     return nets
 
 
 def test_render_networks_match_derive_on_the_cpu():
-    """Without graphs, RenderNetworks is derive_batch: every frame of a batch, and frame(),
+    """Without graphs, RenderNetworks is model.frames: every frame of a batch, and frame(),
     equal model.derive."""
     nets = _check_render_networks("cpu", graphs=False)
     assert nets.captures == 0

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import train
-from gaussian_renderer import render
 from scene.gaussian_model import FrameGaussians
+from scene.rendering import render_view
 from tools.make_synthetic import make_synthetic
+from training.launch import train
 
 pytestmark = pytest.mark.gpu
 COMMON = ["--test_frames", "10", "--eval_frames", "10", "--warm_up", "300", "--quiet",
@@ -32,7 +32,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_runs") / "run"
-    t = train.train(["-s", str(data), "-m", str(out), "--eval", "--iterations", "1000",
+    t = train(["-s", str(data), "-m", str(out), "--eval", "--iterations", "1000",
                      "--test_iterations", "1000", "--save_iterations", "1000", "--backend",
                      "gsplat", *COMMON])
     return t
@@ -41,17 +41,15 @@ def trained(data, tmp_path_factory):
 def test_backends_agree_on_a_trained_model(trained):
     t = trained
     m, dev = t.model, t.device
-    m.autocast_dtype = None
     worst_psnr, worst_cos = 1e9, {}
     for cam in t.scene.test_cameras[:5]:
         with torch.no_grad():
-            g = m.derive(*reversed(cam.tensors(dev)[2:]))
+            g = m.derive(*reversed(cam.tensors(dev)[2:]))  # fp32: the default precision
         outs = {}
         for backend in ("gsplat", "torch"):
             leaves = {k: getattr(g, k).detach().clone().requires_grad_(True)
                       for k in ("means", "opacities", "sh", "quats", "scales")}
-            out = render(FrameGaussians(**leaves), cam, t.background, m.cfg,
-                         m.active_sh_degree, backend)
+            out = render_view(m, FrameGaussians(**leaves), cam, t.background, backend)
             torch.manual_seed(0)
             cot = torch.randn_like(out.image)
             (out.image * cot).sum().backward()
@@ -96,7 +94,7 @@ def test_fast_paths_train_as_well_as_the_reference(data, tmp_path):
         common[i + 1] = seed
         for name, flags in PATHS.items():
             out = tmp_path / f"{name.replace(' ', '_')}_{seed}"
-            train.train(["-s", str(data), "-m", str(out), "--eval", "--iterations", "1000",
+            train(["-s", str(data), "-m", str(out), "--eval", "--iterations", "1000",
                          "--test_iterations", "1000", "--save_iterations", "1000",
                          "--backend", "gsplat", *flags, *common])
             res[name].append(json.loads((out / "eval_log.json").read_text())[-1]["psnr"])

@@ -1,5 +1,5 @@
 """The model: checkpoints of the original release render as the original did; our own files
-keep the release's layout, keys and shapes; the fixed math keeps Gaussians valid."""
+keep the release's layout, keys and shapes; our math keeps Gaussians valid."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from scene.gaussian_model import GaussianHead, ModelConfig
-from scene.model_io import load_model, save_model, write_meta
+from scene.release import ReleaseGaussianHead, V1GaussianHead, quat_to_matrix_release
+from scene.run_folder import load_model, save_model, write_meta
 from tests.helpers import FIXTURE, needs_fixture
-from utils.graphics_utils import quat_to_matrix_release, quat_to_rotmat
+from utils.graphics_utils import quat_to_rotmat
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def test_release_checkpoint_renders_like_the_original(tmp_path, backend, device)
          "--device", device, "-o", str(out), "--max_frames", "20", "--no_video", "--quiet"],
         cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "legacy" in r.stdout
+    assert "original release" in r.stdout
     psnrs = []
     for k in range(20):
         ours = cv2.imread(str(out / "test" / "ours_4000" / "renders" / f"{k:05d}.png"))
@@ -79,7 +80,7 @@ def test_fixed_derivations_are_rotations():
 
 
 def test_rotating_by_quaternions_equals_the_rotation_matrices():
-    """The fixed semantics' derivation coordinates (rotate_by_quaternions) equal the rotation
+    """The derivation coordinates (rotate_by_quaternions) equal the rotation
     matrices applied to the points, for one frame and for a batch, non-unit quaternions too,
     gradients included."""
     from utils.graphics_utils import rotate_by_quaternions
@@ -101,51 +102,48 @@ def test_rotating_by_quaternions_equals_the_rotation_matrices():
 
 def test_derivation_coordinates_rotate_and_older_configs_keep_theirs(tmp_path):
     """New models rotate positions by their derivations (distances to the head's centre are
-    kept); a config written before ``derivation_coords`` existed (model_meta.json version 1,
-    or an older checkpoint) keeps the formula it was trained with, in derive and
-    derive_batch alike."""
-    from scene.model_io import FORMAT_VERSION, read_config, write_meta
+    kept); a run written before model_meta.json version 2 (or with derivation_coords "v1") is
+    loaded as V1GaussianHead and keeps the formula it was trained with, in single and batched
+    frames alike."""
+    from scene.run_folder import FORMAT_VERSION, model_class, read_config
 
     m = _small_model(30)
-    assert m.cfg.derivation_coords == "rotate"
     means = m.xyz.detach() + 0.01
     p = (means - m.center) / m.radius
-    coords = m.derivation_coords(means)  # [K, N, 3]
+    coords = m.derivation_coords(means, m.derivations)  # [K, N, 3]
     torch.testing.assert_close(coords.norm(dim=-1), p.norm(dim=-1).expand(4, -1))
-    old = ModelConfig.from_dict({k: v for k, v in m.cfg.to_dict().items()
-                                 if k != "derivation_coords"})
-    assert old.derivation_coords == "v1"
-    assert ModelConfig.from_dict(m.cfg.to_dict()) == m.cfg
-    m.cfg = old
-    v1 = m.derivation_coords(means)
+    v1 = V1GaussianHead(m.cfg)
+    v1.set_gaussians(m.per_gaussian())
+    v1.load_state_dict(m.state_dict())
+    old = v1.derivation_coords(means, v1.derivations)
     expected = torch.einsum("nkij,nj->knj", quat_to_rotmat(m.derivations.detach()), p)
-    torch.testing.assert_close(v1, expected)
-    assert (v1 - coords).abs().max() > 1e-3
+    torch.testing.assert_close(old, expected)
+    assert (old - coords).abs().max() > 1e-3
     exps, campos = torch.rand(2, 6), torch.tensor([[0.0, 0.0, 0.6], [0.1, 0.0, 0.6]])
-    for cfg in (old, ModelConfig.from_dict(m.cfg.to_dict() | {"derivation_coords": "rotate"})):
-        m.cfg = cfg
-        batch = m.derive_batch(exps, campos)
+    for model in (m, v1):
+        batch = model.frames(exps, campos)
         for k in range(2):
-            one = m.derive(exps[k], campos[k])
+            one = model.derive(exps[k], campos[k])
             torch.testing.assert_close(batch.sh[k], one.sh, atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(batch.opacities[k], one.opacities, atol=1e-5, rtol=1e-4)
     # model_meta.json: version 1 without the field reads as "v1"; ours are written with it
-    write_meta(tmp_path, m.cfg)
+    write_meta(tmp_path, m)
     meta = json.loads((tmp_path / "model_meta.json").read_text())
     assert meta["version"] == FORMAT_VERSION == 2
-    assert read_config(tmp_path, 0, 3).derivation_coords == "rotate"
+    assert read_config(tmp_path, 0) == (m.cfg, GaussianHead)
     meta["version"] = 1
     del meta["model"]["derivation_coords"]
     (tmp_path / "model_meta.json").write_text(json.dumps(meta))
-    assert read_config(tmp_path, 0, 3).derivation_coords == "v1"
+    assert read_config(tmp_path, 0) == (m.cfg, V1GaussianHead)
+    assert model_class({"derivation_coords": "v1"}, 2) is V1GaussianHead
+    write_meta(tmp_path, v1)
+    assert read_config(tmp_path, 0)[1] is V1GaussianHead
 
 
-def _small_model(n=40, semantics="fixed", exp_dim=6) -> GaussianHead:
+def _small_model(n=40, cls=GaussianHead, exp_dim=6, **execution) -> GaussianHead:
     torch.manual_seed(0)
     cfg = ModelConfig(exp_dim=exp_dim, center=(0.0, 0.0, 0.0), radius=0.2)
-    if semantics == "release":
-        cfg = ModelConfig.release(exp_dim, 3, 4, 64, 32, 1)
-    m = GaussianHead(cfg)
+    m = cls(cfg, **execution)
     m.init_from_points(np.random.default_rng(0).normal(scale=0.05, size=(n, 3)))
     return m
 
@@ -197,9 +195,9 @@ def test_saved_files_keep_the_release_keys_and_shapes(tmp_path):
 def test_our_model_round_trips_and_is_not_mistaken_for_a_release(tmp_path):
     m = _small_model()
     save_model(tmp_path, m, 5)
-    write_meta(tmp_path, m.cfg)
+    write_meta(tmp_path, m)
     loaded, it = load_model(tmp_path)
-    assert it == 5 and loaded.cfg.semantics == "fixed"
+    assert it == 5 and type(loaded) is GaussianHead
     exp, cam = torch.rand(6), torch.tensor([0.1, 0.0, 0.5])
     a, b = m.derive(exp, cam), loaded.derive(exp, cam)
     torch.testing.assert_close(a.means, b.means)
@@ -208,9 +206,9 @@ def test_our_model_round_trips_and_is_not_mistaken_for_a_release(tmp_path):
     # without model_meta.json the same files are read as a release checkpoint
     (tmp_path / "model_meta.json").unlink()
     legacy, _ = load_model(tmp_path)
-    assert legacy.cfg.semantics == "release" and legacy.cfg.centred_principal_point
+    assert type(legacy) is ReleaseGaussianHead and legacy.centred_principal_point
     # ... unless cfg_args says that our train.py wrote the run: then it is refused
-    from arguments import write_cfg_args
+    from scene.run_folder import write_cfg_args
     from utils.errors import CheckpointError
 
     write_cfg_args(tmp_path, {"source_path": "/d", "num_derivations": 4, "backend": "auto"})
@@ -221,9 +219,9 @@ def test_our_model_round_trips_and_is_not_mistaken_for_a_release(tmp_path):
 @needs_fixture
 def test_release_checkpoint_config_is_inferred():
     m, it = load_model(FIXTURE / "model")
-    assert it == 4000 and m.cfg.semantics == "release"
+    assert it == 4000 and type(m) is ReleaseGaussianHead
     assert m.cfg.exp_dim == 46 and m.cfg.num_derivations == 4 and m.num_gaussians == 13848
-    assert m.cfg.alpha_max == 0.99 and m.cfg.near_plane == 0.2
+    assert m.alpha_max == 0.99 and m.near_plane == 0.2 and m.active_sh_degree == 3
 
 
 def test_missing_component_is_a_clear_error(tmp_path):
@@ -249,7 +247,7 @@ def test_batched_frames_match_single_frames():
         m.deform.gaussian_warp.bias.fill_(0.01)
     exps = torch.rand(3, 6)
     campos = torch.tensor([[0.0, 0.0, 0.5], [0.1, 0.0, 0.5], [0.0, 0.1, 0.4]])
-    batch = m.derive_batch(exps, campos)
+    batch = m.frames(exps, campos)
     for b in range(3):
         one = m.derive(exps[b], campos[b])
         for k in ("means", "opacities", "sh", "quats", "scales"):
@@ -259,25 +257,25 @@ def test_batched_frames_match_single_frames():
 def test_mixed_precision_path_matches_fp32():
     """The bf16 MLP path (used on GPUs) computes the same Gaussians as the fp32 reference,
     within bf16 rounding, and renders the same image (checked here on the CPU)."""
-    from gaussian_renderer import render
     from scene.cameras import Camera
     from scene.dataset_readers import Intrinsics
+    from scene.rendering import render_view
     from tests.helpers import look_at_c2w
 
     m = _small_model(n=300)
+    mixed = _small_model(n=300, autocast_dtype=torch.bfloat16)
+    mixed.load_state_dict(m.state_dict())
     exp, campos = torch.rand(6), torch.tensor([0.0, 0.0, 0.5])
     ref = m.derive(exp, campos)
-    m.autocast_dtype = torch.bfloat16
-    fast = m.derive(exp, campos)
-    m.autocast_dtype = None
+    fast = mixed.derive(exp, campos)
     for k in ("means", "opacities", "sh", "quats", "scales"):
         a, b = getattr(fast, k), getattr(ref, k)
         rel = float(((a - b).norm() / b.norm()).detach())
         assert rel < 2e-2, (k, rel)
-    cam = Camera(0, Intrinsics(48, 48, 70.0, 70.0, 24.0, 24.0),
-                 look_at_c2w([0.0, 0.0, 0.5]), exp)
+    cam = Camera(Intrinsics(48, 48, 70.0, 70.0, 24.0, 24.0), look_at_c2w([0.0, 0.0, 0.5]), exp)
     bg = torch.ones(3)
-    ia = render(fast, cam, bg, m.cfg, 3).image
-    ib = render(ref, cam, bg, m.cfg, 3).image
+    m.active_sh_degree = 3
+    ia = render_view(m, fast, cam, bg, "torch").image
+    ib = render_view(m, ref, cam, bg, "torch").image
     psnr = float(-10 * torch.log10(((ia - ib) ** 2).mean()).detach())
     assert psnr > 40, psnr

@@ -1,4 +1,4 @@
-"""The fast path's optimizers (scene/optimizers.py) against the classes they stand in for."""
+"""The fast path's optimizers (training/optimizers.py) against the classes they stand in for."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from scene.optimizers import FusedAdam, SphereAdam, load_as_built
+from training.optimizers import FusedAdam, SphereAdam, load_as_built
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -196,9 +196,9 @@ def test_fast_optimizers_follow_densification(tmp_path):
     import numpy as np
 
     from arguments import OptimizationParams
-    from scene.densification import remap_gaussians
     from scene.gaussian_model import GaussianHead, ModelConfig
-    from scene.trainer import build_optimizers
+    from training.densification import remap_gaussians
+    from training.optimizers import build_optimizers
 
     m = GaussianHead(ModelConfig(exp_dim=4, center=(0.0, 0.0, 0.0), radius=0.2))
     m.init_from_points(np.random.default_rng(0).normal(scale=0.05, size=(40, 3)))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import render
+from scene import render_sets
 from scene.cameras import Camera
 from scene.dataset_readers import Intrinsics
 from scene.gaussian_model import GaussianHead, ModelConfig
@@ -19,7 +19,7 @@ from tests.helpers import look_at_c2w
 
 def test_ordered_writer_keeps_order_and_bounds_the_queue():
     done: list[int] = []
-    w = render._OrderedWriter(pending=3)
+    w = render_sets._OrderedWriter(pending=3)
 
     def job(i):
         time.sleep(random.random() * 0.005)
@@ -33,7 +33,7 @@ def test_ordered_writer_keeps_order_and_bounds_the_queue():
 
 
 def test_ordered_writer_raises_the_writer_error():
-    w = render._OrderedWriter(pending=2)
+    w = render_sets._OrderedWriter(pending=2)
 
     def job(i):
         if i == 3:
@@ -51,7 +51,7 @@ def test_ordered_writer_runs_in_the_background():
     import threading
 
     release = threading.Event()
-    w = render._OrderedWriter(pending=4)
+    w = render_sets._OrderedWriter(pending=4)
     w.submit(release.wait, 5.0)
     t0 = time.perf_counter()
     w.submit(lambda: None)
@@ -66,14 +66,14 @@ def _scene(n_frames=6):
     m.init_from_points(np.random.default_rng(0).normal(scale=0.05, size=(200, 3)))
     m.eval()
     intr = Intrinsics(24, 24, 35.0, 35.0, 12.0, 12.0)
-    cams = [Camera(i, intr, look_at_c2w([0.05 * i, 0.0, 0.5]), torch.rand(4))
+    cams = [Camera(intr, look_at_c2w([0.05 * i, 0.0, 0.5]), torch.rand(4))
             for i in range(n_frames)]
     return m, cams
 
 
 def test_render_cameras_writes_every_frame(tmp_path):
     m, cams = _scene()
-    out = render.render_cameras(m, cams, tmp_path / "r", "test", torch.ones(3), "torch",
+    out = render_sets.render_cameras(m, cams, tmp_path / "r", "test", torch.ones(3), "torch",
                                 torch.device("cpu"), gt_fn=lambda c: np.zeros((24, 24, 3)),
                                 quiet=True)
     for sub in ("renders", "depth", "gt"):
@@ -85,7 +85,7 @@ def test_render_cameras_writes_every_frame(tmp_path):
 
 def test_render_cameras_stops_on_a_write_error(tmp_path, monkeypatch):
     m, cams = _scene(10)
-    real = render.write_png
+    real = render_sets.write_png
     calls = []
 
     def failing(path, image):
@@ -94,9 +94,9 @@ def test_render_cameras_stops_on_a_write_error(tmp_path, monkeypatch):
             raise OSError("No space left on device")
         real(path, image)
 
-    monkeypatch.setattr(render, "write_png", failing)
+    monkeypatch.setattr(render_sets, "write_png", failing)
     with pytest.raises(OSError, match="No space left"):
-        render.render_cameras(m, cams, tmp_path / "r", "test", torch.ones(3), "torch",
+        render_sets.render_cameras(m, cams, tmp_path / "r", "test", torch.ones(3), "torch",
                               torch.device("cpu"), quiet=True)
     # nothing is written after the failing file, and no half-written video is left behind
     assert len(calls) == 7

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import train
-from scene.dataset_readers import load_images, read_dataset
+from scene.dataset_images import load_images
+from scene.dataset_readers import read_dataset
 from tools.make_synthetic import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def test_run_folder_has_the_release_layout(run):
                 f"deform/iteration_{ITERS}/deform.pth", f"trip/iteration_{ITERS}/trip.pth",
                 f"tilted/iteration_{ITERS}/tilted.pth", "point_cloud/iteration_150"]:
         assert (out / rel).exists(), rel
-    from arguments import read_cfg_args
+    from scene.run_folder import read_cfg_args
 
     cfg = read_cfg_args(out)
     assert cfg["eval"] is True and cfg["test_frames"] == 8 and cfg["white_background"] is True
@@ -96,14 +97,14 @@ def test_checkpoint_records_its_version_and_newer_ones_are_refused(run, tmp_path
     """checkpoint.pt carries its version and the model's derivation_coords ("rotate" for a new
     run); a checkpoint from a newer version is refused with a clear message, not resumed with
     settings this version would drop."""
-    from scene.trainer import CHECKPOINT, CHECKPOINT_VERSION, read_checkpoint
+    from scene.run_folder import CHECKPOINT, FORMAT_VERSION, read_checkpoint
     from utils.errors import CheckpointError
 
     out, _ = run
     ckpt = read_checkpoint(out)
-    assert ckpt["version"] == CHECKPOINT_VERSION == 2
+    assert ckpt["version"] == FORMAT_VERSION == 2
     assert ckpt["model_config"]["derivation_coords"] == "rotate"
-    ckpt["version"] = CHECKPOINT_VERSION + 1
+    ckpt["version"] = FORMAT_VERSION + 1
     torch.save(ckpt, tmp_path / CHECKPOINT)
     with pytest.raises(CheckpointError, match="newer version"):
         read_checkpoint(tmp_path)
@@ -171,7 +172,7 @@ def test_ctrl_c_saves_a_consistent_checkpoint_and_resume_matches(run, dataset, t
     """Ctrl-C lands inside an iteration; the run finishes that iteration, checkpoints it, and
     --resume then reaches exactly what the uninterrupted run reached."""
     out, trainer = run
-    from scene.trainer import Trainer
+    from training.trainer import Trainer
 
     step = Trainer.step
 

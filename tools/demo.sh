@@ -35,7 +35,7 @@ fi
 "$PY" render.py -m "$RUN" --skip_train --novel_view
 "$PY" metrics.py -m "$RUN"
 
-it=$("$PY" -c 'import sys; from scene.model_io import resolve_iteration; print(resolve_iteration(sys.argv[1]))' "$RUN")
+it=$("$PY" -c 'import sys; from scene.run_folder import resolve_iteration; print(resolve_iteration(sys.argv[1]))' "$RUN")
 echo
 echo "Done. The avatar is in $RUN (iteration $it):"
 echo "  test renders      $RUN/test/ours_$it/renders/  (video: test.mp4, with ground truth: test_gt_render.mp4)"
@@ -45,5 +45,5 @@ echo "  metrics           $RUN/results.json"
 r = json.load(open(sys.argv[1]))
 for k, v in r.items():
     if isinstance(v, dict):
-        print(f"  test metrics ({k}): " + ", ".join(f"{m.upper()} {x:.4f}" for m, x in v.items() if m != "frames"))' \
+        print(f"  {k}: " + ", ".join(f"{m.upper()} {x:.4f}" for m, x in v.items() if isinstance(x, float)))' \
     "$RUN/results.json"

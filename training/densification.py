@@ -1,11 +1,11 @@
 """Adaptive density control: one policy object with explicit state, and one helper that does
 every change of the number of Gaussians, optimizer moments included.
 
-Opacity reset: the original release called 3DGS's opacity reset, but its opacity is decoded by
+Opacity reset: the original code called 3DGS's opacity reset, but its opacity is decoded by
 the tri-plane network anew for every frame, so the reset had no effect. Imitating it would mean
 changing the shared opacity decoder, which moves every Gaussian at once; we do not reset. The
 decoded opacity still drives pruning (below ``min_opacity``), and ``opacity_reset_interval``
-keeps its other role in the release's schedule: screen-size pruning starts after it.
+keeps its other role in the original schedule: screen-size pruning starts after it.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class DensifyConfig:
 
 
 class Densifier:
-    """Clone / split / prune on the release's schedule and thresholds.
+    """Clone / split / prune on the original code's schedule and thresholds.
 
     State (one row per Gaussian, kept the same length as the model by :meth:`remap`):
     accumulated screen-space gradient norms (NDC units), how often each Gaussian was visible,
@@ -126,7 +126,7 @@ class Densifier:
     def observe(self, means2d_grad: torch.Tensor | None, radii: torch.Tensor,
                 opacities: torch.Tensor, width: int, height: int) -> None:
         """Accumulate one frame's statistics. means2d_grad [N, 2] in pixels (gsplat's and our
-        rasterizer's unit) is converted to the release's NDC units (x W/2, x H/2)."""
+        rasterizer's unit) is converted to the NDC units of the original code (x W/2, x H/2)."""
         self.max_opacity = torch.fmax(self.max_opacity, opacities.detach().reshape(-1))
         visible = radii > 0
         self.max_radii = torch.where(visible, torch.maximum(self.max_radii, radii.float()),

@@ -1,11 +1,11 @@
-"""Optimizers of the fast path: the same updates and state as ``torch.optim.Adam(fused=True)``
-and geoopt's ``RiemannianAdam`` on the sphere, with less host work per step.
+"""The optimizers: :func:`build_optimizers` (groups, learning rates and their schedules), and
+the fast path's classes, with the same updates and state as ``torch.optim.Adam(fused=True)``
+and geoopt's ``RiemannianAdam`` on the sphere but less host work per step.
 
-A training iteration at 100k Gaussians takes about 8 ms of host time in mixed precision, and
-the three optimizers took 1.6 ms of it (H100, torch 2.11, 2026-11-25; ``bench/run.py``'s host
-split): torch's Adam spends tens of microseconds per parameter group on checks and
-bookkeeping before its one fused kernel, and geoopt's step runs about 25 small tensor
-operations through the manifold's generic methods. The classes here keep the parent's
+Host time is what limits a training iteration at tens of thousands of Gaussians: torch's Adam
+spends tens of microseconds per parameter group on checks and bookkeeping before its one fused
+kernel, and geoopt's step runs about 25 small tensor operations through the manifold's generic
+methods. The classes here keep the parent's
 parameter groups, state layout and ``state_dict`` (checkpoints, densification's moment
 remapping and a switch back to the parent class all work unchanged):
 
@@ -21,6 +21,11 @@ from __future__ import annotations
 import warnings
 
 import torch
+
+from arguments import OptimizationParams
+from scene.gaussian_model import GaussianHead
+from training.densification import check_optimizer_layout
+from utils.general_utils import expon_lr
 
 with warnings.catch_warnings():  # geoopt 0.5 calls the deprecated torch.jit.script
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -171,3 +176,38 @@ class SphereAdam(geoopt.optim.RiemannianAdam):
                 m.addcmul_(y, torch.linalg.vecdot(y, m).unsqueeze(-1), value=-1)
                 x.copy_(y)
         return loss
+
+
+def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False):
+    """The original code's optimizers: Adam for the per-Gaussian tensors (one group each),
+    Riemannian Adam for the derivations on the sphere, Adam for the networks (one per part);
+    ``fused`` selects this module's classes (torch's fused Adam kernel, a vectorised sphere
+    step).
+    Returns the optimizers and the learning-rate schedules by group name."""
+    s = o.spatial_lr_scale
+    # the fast path's optimizers: the same updates and state, with less host work per step
+    adam = FusedAdam if fused else torch.optim.Adam
+    sphere_adam = SphereAdam if fused else geoopt.optim.RiemannianAdam
+    opt_gauss = adam([
+        {"params": [m.xyz], "lr": o.position_lr_init * s, "name": "xyz"},
+        {"params": [m.scaling], "lr": o.scaling_lr * s, "name": "scaling"},
+        {"params": [m.rotation], "lr": o.rotation_lr, "name": "rotation"},
+    ], lr=0.0, eps=1e-15)
+    opt_deriv = sphere_adam(
+        [{"params": [m.derivations], "lr": o.quater_lr_init, "name": "derivations"}])
+    nets = m.network_parameters()
+    lrs = {"deform": o.position_lr_init * s, "trip": o.triplane_lr,
+           "trip.opacity": o.opacity_lr, "trip.shs": o.feature_lr,
+           "trip.shs_dc": o.feature_lr, "trip.shs_rest": o.feature_lr / 20.0}
+    opt_net = adam([{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0,
+                   eps=1e-15)
+    optimizers = [opt_gauss, opt_deriv, opt_net]
+    check_optimizer_layout(m, optimizers)
+    schedules = {
+        "xyz": expon_lr(o.position_lr_init * s, o.position_lr_final * s,
+                        o.position_lr_max_steps),
+        "deform": expon_lr(o.position_lr_init * s, o.position_lr_final, o.deform_lr_max_steps),
+        "trip": expon_lr(o.triplane_lr, o.position_lr_final, o.triplane_lr_max_step),
+        "derivations": expon_lr(o.quater_lr_init, o.quater_lr_final, o.quater_lr_max_step),
+    }
+    return optimizers, schedules

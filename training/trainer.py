@@ -6,77 +6,61 @@
 2. build (or, with ``--resume``, restore) the model, optimizers and densification state;
 3. write the run folder (cfg_args, model_meta.json, cameras.json, input.ply);
 4. train; at ``--test_iterations`` evaluate, at ``--save_iterations`` (and on Ctrl-C) save the
-   release-layout model and a resumable checkpoint, each file atomically.
+   model (3DGS layout) and a resumable checkpoint, each file atomically.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import signal
 import sys
-import threading
 import time
 import uuid
-import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from arguments import ModelParams, OptimizationParams, PipelineParams, write_cfg_args
-from gaussian_renderer import RenderOutput, means2d_grad, render, resolve_backend
+from arguments import ModelParams, OptimizationParams, PipelineParams
+from gaussian_renderer import RenderOutput, means2d_grad
 from scene import Scene
 from scene.cameras import Camera
-from scene.cuda_graphs import FrameNetworks, TrainingLoss
-from scene.densification import Densifier, DensifyConfig, check_optimizer_layout
 from scene.gaussian_model import SH_DEGREE_INTERVAL, GaussianHead, ModelConfig
-from scene.model_io import save_model, write_meta
-from scene.optimizers import FusedAdam, SphereAdam, load_as_built
-from utils.errors import CheckpointError, OptionError, TrainingDiverged
-from utils.general_utils import configure_precision, expon_lr, resolve_device, seed_everything
+from scene.rendering import render_view
+from scene.run_folder import (
+    CHECKPOINT,
+    append_eval_log,
+    checkpoint_model,
+    config_record,
+    save_model,
+    write_cameras_json,
+    write_cfg_args,
+    write_checkpoint,
+    write_input_ply,
+    write_meta,
+)
+from training.cuda_graphs import FrameNetworks
+from training.densification import Densifier, DensifyConfig
+from training.losses import TrainingLoss
+from training.optimizers import build_optimizers, load_as_built
+from training.run_control import CameraSampler, DeferredInterrupt
+from utils.errors import OptionError, TrainingDiverged
+from utils.execution import Execution, resolve_execution
+from utils.general_utils import seed_everything
 from utils.graphics_utils import bounding_sphere
-from utils.io_utils import atomic_torch_save, atomic_write_json
 from utils.loss_utils import make_perceptual_loss
 from utils.metrics_utils import image_metrics, make_lpips, mean_metrics
-
-with warnings.catch_warnings():  # geoopt 0.5 calls the deprecated torch.jit.script
-    warnings.simplefilter("ignore", FutureWarning)
-    import geoopt
-
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_VERSION = 2  # 2: model_config carries derivation_coords (version 1: "v1")
-EVAL_LOG = "eval_log.json"
-
-
-class CameraSampler:
-    """Visits every training camera once per epoch in a random order (seeded, resumable)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n = n
-        self.gen = torch.Generator().manual_seed(seed)
-        self.order: list[int] = []
-
-    def next(self) -> int:
-        if not self.order:
-            self.order = torch.randperm(self.n, generator=self.gen).tolist()
-        return self.order.pop()
-
-    def state_dict(self) -> dict:
-        return {"gen": self.gen.get_state(), "order": list(self.order)}
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.gen.set_state(sd["gen"])
-        self.order = list(sd["order"])
+from utils.profiling import Phases
 
 
 class Trainer:
+    """Trains one run. ``execution`` defaults to what ``pipe``'s options resolve to;
+    ``checkpoint`` (from :func:`scene.run_folder.read_checkpoint`) resumes a run."""
+
     def __init__(self, data: ModelParams, opt: OptimizationParams, pipe: PipelineParams, *,
                  test_iterations: list[int], save_iterations: list[int], seed: int = 0,
                  quiet: bool = False, checkpoint: dict | None = None,
-                 tensorboard: bool = True,
+                 tensorboard: bool = True, execution: Execution | None = None,
                  log=print):
         self.data, self.opt, self.pipe = data, opt, pipe
         # as asked (kept in the checkpoint for --resume)
@@ -89,13 +73,11 @@ class Trainer:
         self.seed = seed
         self.quiet = quiet
         self.log = log
-        self.device = resolve_device(pipe.device)
-        self.backend = resolve_backend(pipe.backend, self.device)
-        self.autocast_dtype = configure_precision(pipe.precision, self.device)
-        # the fast path: CUDA graphs for the per-frame networks and the loss, fused MLP layers,
-        # fused Adam
-        self.graphs = self.device.type == "cuda" and pipe.fast_path == "auto"
-        self.fast_optimizers = self.graphs  # scene.optimizers (fused Adam kernels)
+        self.execution = execution or resolve_execution(pipe.device, pipe.backend,
+                                                        pipe.precision, pipe.fast_path)
+        self.device, self.backend = self.execution.device, self.execution.backend
+        # named ranges of the step (profiler traces; the benchmark's host-time split)
+        self.phases = Phases()
         _check_options(opt)
         if not data.source_path:
             raise OptionError("no dataset given. Fix: pass -s data/<id> (a folder with "
@@ -126,6 +108,7 @@ class Trainer:
 
         # 2. model, optimizers, densification
         init_note = None
+        model_cls = GaussianHead
         if ckpt is None:
             xyz, init_note = self.scene.initial_points(data.init_points, seed)
             # tri-plane coordinates are normalised to the head's bounding sphere (from the
@@ -138,11 +121,11 @@ class Trainer:
                 deform_from=opt.warm_up,
             )
         else:
-            cfg = ModelConfig.from_dict(ckpt["model_config"])
+            cfg, model_cls = checkpoint_model(ckpt)
         self.cfg = cfg
-        self.model = GaussianHead(cfg).to(self.device)
-        self.model.autocast_dtype = self.autocast_dtype
-        self.model.fused = self.graphs
+        ex = self.execution
+        self.model = model_cls(cfg, autocast_dtype=ex.autocast_dtype, fused=ex.fused).to(
+            self.device)
         if ckpt is None:
             gen = torch.Generator().manual_seed(seed)
             self.model.init_from_points(xyz, gen)
@@ -159,8 +142,8 @@ class Trainer:
         )
         self.sampler = CameraSampler(len(self.scene.train_cameras), seed)
         self.vgg, self.vgg_note = make_perceptual_loss(opt.lambda_vgg, self.device)
-        self.loss_fn = TrainingLoss(opt.lambda_dssim, opt.lambda_vgg, self.vgg, self.graphs)
-        self.frame_networks = FrameNetworks(self.model, self.graphs)
+        self.loss_fn = TrainingLoss(opt.lambda_dssim, opt.lambda_vgg, self.vgg, ex.graphs)
+        self.frame_networks = FrameNetworks(self.model, ex.graphs)
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
         self.start_iteration = 1
         self.last_saved: int | None = None
@@ -172,9 +155,11 @@ class Trainer:
         self.model_path.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
             write_cfg_args(self.model_path, self.cfg_args())
-            write_meta(self.model_path, self.cfg)
-            self.scene.write_cameras_json(self.model_path / "cameras.json")
-            _write_input_ply(self.model_path / "input.ply", self.init_xyz)
+            write_meta(self.model_path, self.model)
+            info = self.scene.info
+            write_cameras_json(self.model_path / "cameras.json",
+                               info.test_frames + info.train_frames, info.intrinsics)
+            write_input_ply(self.model_path, self.init_xyz)
         self.log(f"[run] output folder {self.model_path}; device {self.device}, backend "
                  f"{self.backend}; {self.model.num_gaussians} Gaussians"
                  + (f" ({init_note})" if init_note else ""))
@@ -183,17 +168,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup helpers
     def cfg_args(self) -> dict:
-        """What goes into cfg_args (the release's keys first, then ours)."""
+        """What goes into cfg_args (the data and model options, then ours)."""
         d = self.data.to_dict()
         d["model_path"] = str(self.model_path)
         d["source_path"] = str(Path(d["source_path"]).resolve())
-        d["perceptual_loss"] = self.vgg_note if hasattr(self, "vgg_note") else None
+        d["perceptual_loss"] = self.vgg_note
         d["backend"] = self.pipe.backend
         return d
 
     def _build_optimizers(self) -> None:
         self.optimizers, self.schedules = build_optimizers(self.model, self.opt,
-                                                           self.fast_optimizers)
+                                                           self.execution.fast_optimizers)
         self.opt_gauss, self.opt_deriv, self.opt_net = self.optimizers
 
     def _set_learning_rates(self, iteration: int) -> None:
@@ -205,48 +190,54 @@ class Trainer:
 
     # ------------------------------------------------------------------ one iteration
     def render_camera(self, cam: Camera, iteration: int) -> RenderOutput:
-        _, _, campos, exp = cam.tensors(self.device, self.cfg.centred_principal_point)
-        g = self.model.derive(exp, campos, deform=self.model.deforms_at(iteration))
-        return self._render(g, cam)
-
-    def _render(self, g, cam: Camera) -> RenderOutput:
-        return render(g, cam, self.background, self.cfg, self.model.active_sh_degree,
-                      self.backend)
+        """Render a camera with the model as it is (no gradients are kept by the caller)."""
+        _, _, campos, exp = cam.tensors(self.device, self.model.centred_principal_point)
+        g = self.model.derive(exp if self.model.deforms_at(iteration) else None, campos)
+        return render_view(self.model, g, cam, self.background, self.backend)
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         """One training iteration. Returns the loss terms (detached copies: no autograd graph
-        or graph buffer outlives the iteration)."""
-        o = self.opt
+        or graph buffer outlives the iteration). Each part runs in a named ``self.phases``
+        range."""
+        o, phase = self.opt, self.phases
         if iteration % SH_DEGREE_INTERVAL == 0:
             self.model.oneup_sh_degree()
-        self._set_learning_rates(iteration)
+        with phase("learning rates"):
+            self._set_learning_rates(iteration)
         cam = self.scene.train_cameras[self.sampler.next()]
-        _, _, campos, exp = cam.tensors(self.device, self.cfg.centred_principal_point)
-        # the model's per-frame networks through FrameNetworks (padded, CUDA-graphed on the
-        # fast path); same arithmetic as model.derive
-        g = self.frame_networks(exp, campos, deform=self.model.deforms_at(iteration))
-        out = self._render(g, cam)
-        loss, terms = self.loss_fn(out.image, self.scene.images.images[cam.image_slot])
+        _, _, campos, exp = cam.tensors(self.device, self.model.centred_principal_point)
+        with phase("networks forward"):
+            # padded and CUDA-graphed on the fast path; the arithmetic of model.derive
+            g = self.frame_networks(exp, campos, deform=self.model.deforms_at(iteration))
+        with phase("rasterization forward"):
+            out = render_view(self.model, g, cam, self.background, self.backend)
+        with phase("loss forward"):
+            loss, terms = self.loss_fn(out.image, self.scene.images.images[cam.image_slot])
         # Stop before a non-finite loss reaches the parameters. On the CPU the check is free; on
         # CUDA it would stall the queue, so it runs every 10 iterations (non-finite sample
         # coordinates are made harmless in the tri-plane meanwhile).
         if (self.device.type == "cpu" or iteration % 10 == 0) and not torch.isfinite(loss):
             self._diverged(iteration)
-        loss.backward()
+        with phase("backward"):
+            loss.backward()
 
         with torch.no_grad():
             if iteration < o.densify_until_iter:
-                self.densifier.observe(means2d_grad(out), out.radii, out.opacities,
-                                       cam.width, cam.height)
+                with phase("densification statistics"):
+                    self.densifier.observe(means2d_grad(out), out.radii, g.opacities,
+                                           cam.width, cam.height)
                 if self.densifier.due(iteration):
-                    stats = self.densifier.densify_and_prune(
-                        self.model, self.optimizers, self.scene.extent, iteration)
+                    with phase("densification"):
+                        stats = self.densifier.densify_and_prune(
+                            self.model, self.optimizers, self.scene.extent, iteration)
                     if self.tb:
                         for k, v in stats.items():
                             self.tb.add_scalar(f"densify/{k}", v, iteration)
         for opt in self.optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            with phase(f"optimizer step ({opt.param_groups[0]['name']}...)"):
+                opt.step()
+            with phase("zero_grad"):
+                opt.zero_grad(set_to_none=True)
         # copies: on the fast path the terms are views of the loss graph's static outputs
         return {k: v.detach().clone() for k, v in terms.items()}
 
@@ -327,11 +318,9 @@ class Trainer:
         if self.tb:
             for k, v in metrics.items():
                 self.tb.add_scalar(f"test/{k}", v, iteration)
-        log_path = self.model_path / EVAL_LOG
-        log = json.loads(log_path.read_text()) if log_path.is_file() else []
-        log.append({"iteration": iteration, "num_gaussians": self.model.num_gaussians,
-                    "frames": len(rows), **metrics})
-        atomic_write_json(log_path, log)
+        append_eval_log(self.model_path, {"iteration": iteration,
+                                          "num_gaussians": self.model.num_gaussians,
+                                          "frames": len(rows), **metrics})
         return metrics
 
     # ------------------------------------------------------------------ saving
@@ -344,16 +333,15 @@ class Trainer:
         self._check_finite(iteration)
         if not checkpoint_only:
             save_model(self.model_path, self.model, iteration, self.scene.mean_campos())
-        atomic_torch_save(self._checkpoint(iteration), self.model_path / CHECKPOINT)
+        write_checkpoint(self.model_path, self._checkpoint(iteration))
         self.last_saved = iteration
 
     def _checkpoint(self, iteration: int) -> dict:
         return {
-            "format": "gaussianhead-open-checkpoint", "version": CHECKPOINT_VERSION,
             "iteration": iteration,
             "data": self.data.to_dict(), "optimization": self.opt.to_dict(),
             "pipeline": self.pipe.to_dict(), "seed": self.seed, **self.asked_iterations,
-            "model_config": self.cfg.to_dict(),
+            "model_config": config_record(self.model),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "active_sh_degree": self.model.active_sh_degree,
             "optimizers": [opt.state_dict() for opt in self.optimizers],
@@ -397,67 +385,6 @@ class Trainer:
                  f"{ckpt['iteration']} ({n} Gaussians)")
 
 
-class DeferredInterrupt:
-    """Ctrl-C during training: the first one lets the current iteration finish (so that the
-    checkpoint holds a consistent state), the second stops at once (no checkpoint)."""
-
-    def __init__(self, log=print):
-        self.log = log
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.log("\n[run] Ctrl-C: finishing this iteration, then saving a checkpoint "
-                 "(Ctrl-C again to stop without one)")
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False):
-    """The release's optimizers: Adam for the per-Gaussian tensors (one group each), Riemannian
-    Adam for the derivations on the sphere, Adam for the networks (one group per part);
-    ``fused`` selects :mod:`scene.optimizers` (torch's fused Adam kernels, a vectorised sphere
-    step).
-    Returns the optimizers and the learning-rate schedules by group name."""
-    s = o.spatial_lr_scale
-    # the fast path's optimizers: the same updates and state, with less host work per step
-    adam = FusedAdam if fused else torch.optim.Adam
-    sphere_adam = SphereAdam if fused else geoopt.optim.RiemannianAdam
-    opt_gauss = adam([
-        {"params": [m.xyz], "lr": o.position_lr_init * s, "name": "xyz"},
-        {"params": [m.scaling], "lr": o.scaling_lr * s, "name": "scaling"},
-        {"params": [m.rotation], "lr": o.rotation_lr, "name": "rotation"},
-    ], lr=0.0, eps=1e-15)
-    opt_deriv = sphere_adam(
-        [{"params": [m.derivations], "lr": o.quater_lr_init, "name": "derivations"}])
-    nets = m.network_parameters()
-    lrs = {"deform": o.position_lr_init * s, "trip": o.triplane_lr,
-           "trip.opacity": o.opacity_lr, "trip.shs": o.feature_lr,
-           "trip.shs_dc": o.feature_lr, "trip.shs_rest": o.feature_lr / 20.0}
-    opt_net = adam([{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0,
-                   eps=1e-15)
-    optimizers = [opt_gauss, opt_deriv, opt_net]
-    check_optimizer_layout(m, optimizers)
-    schedules = {
-        "xyz": expon_lr(o.position_lr_init * s, o.position_lr_final * s,
-                        o.position_lr_max_steps),
-        "deform": expon_lr(o.position_lr_init * s, o.position_lr_final, o.deform_lr_max_steps),
-        "trip": expon_lr(o.triplane_lr, o.position_lr_final, o.triplane_lr_max_step),
-        "derivations": expon_lr(o.quater_lr_init, o.quater_lr_final, o.quater_lr_max_step),
-    }
-    return optimizers, schedules
-
-
 def _check_options(o: OptimizationParams) -> None:
     if o.iterations <= 0:
         raise OptionError(f"--iterations must be > 0, got {o.iterations}.")
@@ -473,47 +400,3 @@ def _tensorboard(path: Path):
     except ImportError:
         return None
     return SummaryWriter(str(path))
-
-
-def _write_input_ply(path: Path, xyz: np.ndarray) -> None:
-    """The initial points as a PLY (x, y, z, normals, grey colour), as the release does."""
-    from plyfile import PlyData, PlyElement
-
-    from utils.io_utils import atomic_path
-
-    dtype = [(n, "f4") for n in ("x", "y", "z", "nx", "ny", "nz")] + [
-        (n, "u1") for n in ("red", "green", "blue")]
-    el = np.zeros(len(xyz), dtype=dtype)
-    for i, n in enumerate("xyz"):
-        el[n] = xyz[:, i]
-    for n in ("red", "green", "blue"):
-        el[n] = 128
-    with atomic_path(path) as tmp:
-        PlyData([PlyElement.describe(el, "vertex")]).write(str(tmp))
-
-
-
-def read_checkpoint(model_path: str | Path) -> dict:
-    """A run's ``checkpoint.pt``, checked to be one of ours."""
-    path = Path(model_path) / CHECKPOINT
-    if not path.is_file():
-        raise CheckpointError(f"--resume: {path} not found. Fix: pass -m with the folder of a "
-                              "run started by this train.py, or drop --resume.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise CheckpointError(f"{path} cannot be read ({err}). Fix: start a new run.") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "gaussianhead-open-checkpoint":
-        raise CheckpointError(f"{path} is not a training checkpoint of this project.")
-    if int(ckpt.get("version", 0)) > CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer version of this project "
-                              f"(checkpoint version {ckpt['version']}; this one reads up to "
-                              f"{CHECKPOINT_VERSION}). Fix: resume with that version.")
-    return ckpt
-
-
-def checkpoint_options(ckpt: dict) -> dict:
-    """The options a run was started with, from its checkpoint (for --resume)."""
-    schedule = {k: ckpt[k] for k in ("test_iterations", "save_iterations") if k in ckpt}
-    return {**ckpt["data"], **ckpt["optimization"], **ckpt["pipeline"], "seed": ckpt["seed"],
-            **schedule}

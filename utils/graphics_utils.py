@@ -1,9 +1,13 @@
-"""Quaternion and covariance helpers. Quaternions are (w, x, y, z)."""
+"""Camera-axis, quaternion and covariance helpers. Quaternions are (w, x, y, z)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+# OpenGL camera axes (x right, y up, looking down -z; transforms.json) <-> OpenCV axes (x right,
+# y down, looking down +z; the rasterizers): c2w_cv = c2w_gl @ GL_TO_CV (its own inverse).
+GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
 
 
 def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
@@ -30,9 +34,7 @@ def rotate_by_quaternions(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 def quat_to_matrix_unnormalized(q: torch.Tensor) -> torch.Tensor:
     """The usual quaternion-to-matrix formula applied as is, without normalising.
 
-    It is a rotation only for unit quaternions; the original release's rasterizer used it on
-    non-unit quaternions (``normalize(q) + d_rotation``), which legacy mode reproduces.
-    q [..., 4] -> [..., 3, 3]
+    It is a rotation only for unit quaternions. q [..., 4] -> [..., 3, 3]
     """
     w, x, y, z = q.unbind(-1)
     rows = [
@@ -41,28 +43,6 @@ def quat_to_matrix_unnormalized(q: torch.Tensor) -> torch.Tensor:
         2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
     ]
     return torch.stack(rows, dim=-1).reshape(q.shape[:-1] + (3, 3))
-
-
-def quat_to_matrix_release(q: torch.Tensor) -> torch.Tensor:
-    """The original release's derivation matrices, reproduced bug for bug.
-
-    The release rescales q by sqrt(2 / |q|) (a rotation only when |q| = 1), computes the nine
-    entries of the product form as nine [N] tensors and joins them with ``torch.cat`` along
-    the last axis, which lays them out entry-major ([9 * N]) before ``view(N, 3, 3)``. Matrix
-    n therefore holds entries of Gaussians ``(9 n + j) // ...`` rather than its own: derivation
-    rotations of the release are scrambled across Gaussians. Legacy checkpoints were trained
-    with exactly this, so loading them must use it too.
-    q [N, K, 4] -> [N, K, 3, 3]
-    """
-    n, k = q.shape[:2]
-    s = q * torch.sqrt(2.0 / q.norm(dim=-1, keepdim=True))
-    w, x, y, z = s.unbind(-1)  # each [N, K]
-    entries = torch.stack([
-        1 - y * y - z * z, x * y - z * w, x * z + y * w,
-        x * y + z * w, 1 - x * x - z * z, y * z - x * w,
-        x * z - y * w, y * z + x * w, 1 - x * x - y * y,
-    ])  # [9, N, K]: entry-major, as the release's concatenation
-    return entries.permute(2, 0, 1).reshape(k, n, 3, 3).permute(1, 0, 2, 3)
 
 
 def covariance(rotmat: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

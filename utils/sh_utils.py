@@ -39,10 +39,10 @@ def sh_basis(degree: int, dirs: torch.Tensor) -> torch.Tensor:
 def eval_sh_colors(degree: int, sh: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
     """RGB from SH coefficients seen along (unnormalised) directions.
 
-    sh [N, K, 3] with K >= (degree + 1) ** 2, dirs [N, 3] -> colours [N, 3], >= 0.
+    sh [..., N, K, 3] with K >= (degree + 1) ** 2, dirs [..., N, 3] -> colours [..., N, 3], >= 0.
     """
     n_coef = (degree + 1) ** 2
     dirs = torch.nn.functional.normalize(dirs, dim=-1)
-    basis = sh_basis(degree, dirs)  # [N, n_coef]
-    rgb = (basis.unsqueeze(-1) * sh[:, :n_coef]).sum(dim=1)
+    basis = sh_basis(degree, dirs)  # [..., N, n_coef]
+    rgb = (basis.unsqueeze(-1) * sh[..., :n_coef, :]).sum(dim=-2)
     return torch.clamp_min(rgb + 0.5, 0.0)

@@ -1,0 +1,74 @@
+"""The training objective: its terms, their weights, and the loss as one callable.
+
+loss = (1 - lambda_dssim) L1 + lambda_dssim (1 - SSIM) + lambda_vgg VGG
+
+(the VGG perceptual term only where its weights are available). :class:`TrainingLoss`
+evaluates it for one rendered frame against its uint8 ground truth and returns the weighted
+total and every term by name; on the fast path it is replayed from a CUDA graph (one capture
+per image size). The benchmarks use the same class.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from utils.cuda_graph_utils import prepare_capture
+from utils.loss_utils import l1_loss, ssim
+
+
+def loss_weights(lambda_dssim: float, lambda_vgg: float, with_vgg: bool) -> dict[str, float]:
+    """The weight of every term of the objective, by name."""
+    weights = {"l1": 1.0 - lambda_dssim, "ssim": lambda_dssim}
+    if with_vgg:
+        weights["vgg"] = lambda_vgg
+    return weights
+
+
+class _LossModule(nn.Module):
+    """(rendered image [3, H, W], ground truth uint8 [H, W, 3]) -> (weighted total, the
+    terms [l1, 1 - ssim(, vgg)] detached)."""
+
+    def __init__(self, weights: dict[str, float], vgg: nn.Module | None):
+        super().__init__()
+        self.weights = weights
+        object.__setattr__(self, "_vgg", vgg)  # frozen weights: not parameters of the graph
+
+    def forward(self, image: torch.Tensor, gt_u8: torch.Tensor):
+        gt = gt_u8.permute(2, 0, 1).float() / 255.0
+        terms = [l1_loss(image, gt), 1.0 - ssim(image, gt)]
+        if self._vgg is not None:
+            terms.append(self._vgg(image, gt))
+        total = sum(w * t for w, t in zip(self.weights.values(), terms))
+        return total, torch.stack(terms).detach()
+
+
+class TrainingLoss:
+    """The photometric training loss, optionally replayed from a CUDA graph (one per image
+    size)."""
+
+    def __init__(self, lambda_dssim: float, lambda_vgg: float, vgg: nn.Module | None,
+                 graphs: bool, warmup: int = 3):
+        weights = loss_weights(lambda_dssim, lambda_vgg, vgg is not None)
+        self.names = list(weights)
+        self.module = _LossModule(weights, vgg)
+        self.graphs = graphs
+        self.warmup = warmup
+        self._fns: dict[tuple, object] = {}
+
+    def __call__(self, image: torch.Tensor, gt_u8: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.graphs:
+            key = tuple(image.shape)
+            if key not in self._fns:
+                prepare_capture(image.device)
+                sample = (image.detach().clone().requires_grad_(True), gt_u8.clone())
+                self._fns[key] = torch.cuda.make_graphed_callables(
+                    _LossModule(self.module.weights, self.module._vgg), sample,
+                    num_warmup_iters=self.warmup)
+            total, terms = self._fns[key](image, gt_u8)
+        else:
+            total, terms = self.module(image, gt_u8)
+        out = dict(zip(self.names, terms.unbind()))
+        out["total"] = total
+        return total, out
