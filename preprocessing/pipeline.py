@@ -1,12 +1,15 @@
 """From a talking-head video (or a folder of frames) to a dataset in the released layout.
 
-Two passes over the input. The first tracks the face landmarks of every frame on the full
-frame. From them: one square crop for the whole clip (so the camera stays fixed and nothing
-jitters), the frames to drop or to fill in, a rigid face model and the focal length, the head
-pose of every kept frame (zero-lag smoothed) and its expression vector. The second pass
-crops and resizes the kept frames and writes them with their person masks and parsing maps.
-Everything is written into a hidden folder beside OUT that is renamed to OUT at the end, so
-an error or an interrupt never leaves a half-written dataset.
+Two passes over the input. The first tracks the face landmarks and the hands of every frame
+on the full frame. From the landmarks: one square crop for the whole clip (so the camera stays
+fixed and nothing jitters) and the frames to drop or to fill in. The second pass crops and
+resizes the usable frames and writes them with their person masks (edge colours
+decontaminated), parsing maps and region maps, measuring how much of each is occluded (see
+:mod:`preprocessing.occlusion`). Then the occluded frames are dropped, and from the kept ones
+come a rigid face model and the focal length, the head pose of every frame (zero-lag
+smoothed) and its expression vector; the written frames are numbered in order. Everything is
+written into a hidden folder beside OUT that is renamed to OUT at the end, so an error or an
+interrupt never leaves a half-written dataset.
 """
 
 from __future__ import annotations
@@ -25,14 +28,18 @@ import cv2
 import numpy as np
 
 from preprocessing import geometry as geo
+from preprocessing import occlusion as occ
 from preprocessing.expression import fit_basis
 from preprocessing.frames import CONVERT_HINT, FrameSource
 from preprocessing.geometry import FaceLayout
-from preprocessing.masks import PARSING_RGB, clean_mask, fill_polygon, parse
+from preprocessing.landmarks import HAND_POINTS
+from preprocessing.masks import clean_mask, feature_regions, fill_polygon, label_masks, parse
+from preprocessing.matting import decontaminate
 from utils.errors import InputError, OptionError, first_few
+from utils.regions import encode_regions, parsing_image
 
 GENERATOR = "gaussianhead-open tools/preprocess.py"
-VERSION = 1
+VERSION = 2
 REPORT_NAME = "preprocess_report.json"
 # Why a frame was dropped (or filled in), as reported.
 REASONS = {
@@ -40,7 +47,10 @@ REASONS = {
     "several_faces": "several faces",
     "outside_crop": "face outside the crop",
     "failed_track": "failed track (landmarks jump away and back)",
+    "occluded": "occluded (a hand or an object over the face or in the person mask)",
 }
+OCCLUSION_MODES = ("drop", "keep")
+SUBFOLDERS = {"ori_imgs": "{}.jpg", "mask": "{}.png", "parsing": "{}.png", "regions": "{}.png"}
 DEFAULT_FOV_DEG = 40.0  # across the longer side of the source frame, when focal is unknown
 FOCAL_SAMPLES = 120  # most frames used to estimate the focal length and the rigid model
 JUMP = 0.25  # landmark motion between neighbouring frames, in face heights, that is a jump
@@ -60,6 +70,9 @@ class PreprocessOptions:
     max_frames: int | None = None  # read at most this many frames from the start
     jpeg_quality: int = 95
     min_confidence: float = 0.5  # face detection / tracking confidence of the face mesh
+    occlusion: str = "drop"  # occluded frames: "drop" them or "keep" them (reported either way)
+    occlusion_threshold: float = 0.03  # occluded area, in face areas, that flags a frame
+    decontaminate: bool = True  # solve for the person's colour at the soft mask edges
     quiet: bool = False  # no progress bars
 
     def check(self) -> None:
@@ -78,6 +91,10 @@ class PreprocessOptions:
              f"--jpeg_quality must be in 0..100, got {self.jpeg_quality}"),
             (0 < self.min_confidence < 1,
              f"--min_confidence must be in (0, 1), got {self.min_confidence}"),
+            (self.occlusion in OCCLUSION_MODES,
+             f"--occlusion must be one of {', '.join(OCCLUSION_MODES)}, got {self.occlusion!r}"),
+            (self.occlusion_threshold > 0,
+             f"--occlusion_threshold must be positive, got {self.occlusion_threshold}"),
         ]
         for ok, msg in rules:
             if not ok:
@@ -109,12 +126,14 @@ class Crop:
 
 @dataclass
 class Tracked:
-    """Result of the first pass: per-frame status and landmarks [F, N, 3] (NaN if none)."""
+    """Result of the first pass: per-frame status, face landmarks [F, N, 3] and hand
+    landmarks [F, K, 21, 3] (source pixels, NaN where none)."""
 
     status: np.ndarray  # [F] str
     landmarks: np.ndarray
     width: int
     height: int
+    hands: np.ndarray | None = None
 
 
 @dataclass
@@ -166,16 +185,19 @@ def _publish(tmp: Path, out: Path) -> None:
 # ----------------------------------------------------------------------------- pass 1
 
 
-def track(source: FrameSource, tracker: Callable, quiet: bool, console: TextIO | None = None
-          ) -> Tracked:
-    """Landmarks of the single face of every frame; status no_face / several_faces else.
-    The progress bar goes to ``console`` (default stderr)."""
+def track(source: FrameSource, tracker: Callable, quiet: bool, console: TextIO | None = None,
+          hand_tracker: Callable | None = None) -> Tracked:
+    """Landmarks of the single face of every frame; status no_face / several_faces else; and
+    the hands' landmarks when ``hand_tracker`` is given. The progress bar goes to ``console``
+    (default stderr)."""
     from tqdm import tqdm
 
-    status, lms = [], []
+    status, lms, hands = [], [], []
     n_points = None
     for _, rgb in tqdm(source, total=len(source), desc="tracking", unit="frame",
                        disable=quiet, file=console):
+        if hand_tracker is not None:
+            hands.append(hand_tracker(rgb))
         faces = tracker(rgb).faces
         n_points = faces.shape[1]
         if len(faces) == 1:
@@ -192,7 +214,12 @@ def track(source: FrameSource, tracker: Callable, quiet: bool, console: TextIO |
         if lm is not None:
             arr[i] = lm
     w, h = source.size
-    return Tracked(np.array(status, dtype=object), arr, w, h)
+    hand_arr = None
+    if hand_tracker is not None:
+        hand_arr = np.full((len(hands), hand_tracker.max_hands, HAND_POINTS, 3), np.nan)
+        for i, found in enumerate(hands):
+            hand_arr[i, :len(found)] = found[:hand_tracker.max_hands]
+    return Tracked(np.array(status, dtype=object), arr, w, h, hand_arr)
 
 
 # ----------------------------------------------------------------------------- decisions
@@ -270,6 +297,7 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
     """Turn a video file or a folder of frames into a dataset folder; return the report."""
     from preprocessing.landmarks import (
         FaceTracker,
+        HandTracker,
         PersonSegmenter,
         face_layout,
         import_mediapipe,
@@ -286,25 +314,34 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
 
     with native_notices_filtered() as console:
         tracker = FaceTracker(mp, opts.min_confidence)
+        hands = HandTracker(mp)
         try:
-            tracked = track(source, tracker, opts.quiet, console)
+            tracked = track(source, tracker, opts.quiet, console, hands)
         finally:
             tracker.close()
+            hands.close()
     crop, lm, fh, filled = select_frames(tracked, layout, source, opts)
-    fit = fit_head(tracked, crop, lm, fh, layout, opts)
 
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        for sub in ("ori_imgs", "mask", "parsing"):
+        for sub in SUBFOLDERS:
             (tmp / sub).mkdir(parents=True)
+        usable = np.flatnonzero(np.isin(tracked.status, ["ok", "interpolated"]))
+        hands_out = crop.to_output(tracked.hands if tracked.hands is not None else
+                                   np.full((len(tracked.status), 0, HAND_POINTS, 3), np.nan))
         with native_notices_filtered() as console:
             segmenter = PersonSegmenter(mp)
             try:
-                _write_frames(source, fit.kept, lm, crop, layout, segmenter, tmp, opts, console)
+                cues = _write_frames(source, usable, lm, hands_out, crop, layout, segmenter,
+                                     tmp, opts, console)
             finally:
                 segmenter.close()
+        occlusion = mark_occluded(tracked.status, usable, cues, opts)
+        _check_enough(tracked.status, source, opts)
+        fit = fit_head(tracked, crop, lm, fh, layout, opts)
+        _number_frames(tmp, usable, fit.kept)
         transforms = {
             "h": opts.size, "w": opts.size, "fx": fit.focal, "fy": fit.focal,
             "cx": fit.cx, "cy": fit.cy,
@@ -314,7 +351,8 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
         }
         (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
         rel = fit.fit_error / np.maximum(face_heights(lm[fit.kept], layout), 1.0)
-        report = _report(source, opts, tracked, filled, crop, fit, rel, time.time() - t_start)
+        report = _report(source, opts, tracked, filled, crop, fit, rel, occlusion,
+                         time.time() - t_start)
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=1))
         _publish(tmp, out)
     finally:
@@ -345,16 +383,57 @@ def select_frames(tracked: Tracked, layout: FaceLayout, source: FrameSource,
     fh = float(np.nanmedian(face_heights(lm, layout)))
     mark_failed_tracks(status, lm, fh)
     filled = fill_gaps(status, lm, fh, opts.max_gap)
+    _check_enough(status, source, opts)
+    return crop, lm, fh, filled
+
+
+def _check_enough(status: np.ndarray, source: FrameSource, opts: PreprocessOptions) -> None:
+    """Raise InputError when fewer than --min_kept of the frames can be used."""
+    n = len(status)
     usable = np.isin(status, ["ok", "interpolated"])
     need = max(2, math.ceil(opts.min_kept * n))
     if usable.sum() < need:
         failed = [source.describe(i) for i in np.flatnonzero(~usable)]
+        fixes = "trim the clip to the part where one face is visible"
+        if (status == "occluded").any():
+            fixes += " and nothing covers it, pass --occlusion keep (or a higher " \
+                     "--occlusion_threshold)"
         raise InputError(
             f"only {usable.sum()} of the {n} frames of {source.path} can be used (need {need}): "
-            f"{_count_reasons(status)}; first failed frames: {first_few(failed, 3)}. Fix: trim "
-            "the clip to the part where one face is visible, raise --max_gap to fill longer "
-            "gaps, or lower --min_kept.")
-    return crop, lm, fh, filled
+            f"{_count_reasons(status)}; first failed frames: {first_few(failed, 3)}. Fix: "
+            f"{fixes}, raise --max_gap to fill longer gaps, or lower --min_kept.")
+
+
+def mark_occluded(status: np.ndarray, frames: np.ndarray, cues: dict[int, dict[str, float]],
+                  opts: PreprocessOptions) -> dict:
+    """Flag the occluded ones of ``frames`` (source indices) from their cues (see
+    :mod:`preprocessing.occlusion`); with --occlusion drop mark them occluded in ``status``.
+    Returns the occlusion part of the report."""
+    cues = occ.subtract_baselines(cues)
+    scores = np.array([max(cues[int(i)].values()) for i in frames])
+    flagged = frames[occ.flag_frames(frames, scores, opts.occlusion_threshold)]
+    if opts.occlusion == "drop":
+        status[flagged] = "occluded"
+    detail = []
+    for i in flagged:
+        c = cues[int(i)]
+        cue = max(c, key=c.get) if max(c.values()) >= opts.occlusion_threshold else "neighbour"
+        detail.append({"source_frame": int(i), "cue": cue,
+                       **{k: round(v, 4) for k, v in c.items()}})
+    return {
+        "mode": opts.occlusion,
+        "threshold": opts.occlusion_threshold,
+        "cues": occ.CUES,
+        "flagging": f"a frame is flagged when a cue reaches the threshold; gaps of up to "
+                    f"{occ.CLOSE_GAP} frames between flagged frames are closed and "
+                    f"{occ.PAD} frames on each side of every run flagged too (cue "
+                    "'neighbour')",
+        "flagged": [int(i) for i in flagged],
+        "flagged_runs": occ.runs(flagged),
+        "frames": detail,
+        "measured": {"source_frames": frames.tolist(),
+                     **{k: [round(cues[int(i)][k], 4) for i in frames] for k in occ.CUES}},
+    }
 
 
 def fit_head(tracked: Tracked, crop: Crop, lm: np.ndarray, fh: float, layout: FaceLayout,
@@ -414,37 +493,74 @@ def _odd(window: int) -> int:
     return window if window % 2 else window + 1
 
 
-def _write_frames(source: FrameSource, kept: np.ndarray, lm: np.ndarray, crop: Crop,
-                  layout: FaceLayout, segmenter: Callable, folder: Path,
-                  opts: PreprocessOptions, console: TextIO | None = None) -> None:
-    """Pass 2: crop, resize and write every kept frame with its mask and parsing map."""
+def _write_frames(source: FrameSource, frames: np.ndarray, lm: np.ndarray, hands: np.ndarray,
+                  crop: Crop, layout: FaceLayout, segmenter: Callable, folder: Path,
+                  opts: PreprocessOptions, console: TextIO | None = None
+                  ) -> dict[int, dict[str, float]]:
+    """Pass 2: crop, resize and write the given frames (source indices, sorted) with their
+    masks, parsing and region maps, named by source index (see :func:`_number_frames`).
+
+    lm [F, N, 3] and hands [F, K, 21, 3] are in output pixels. Returns the occlusion cues of
+    every frame written, by source index.
+    """
     from tqdm import tqdm
 
-    img_id = {int(i): j for j, i in enumerate(kept)}
-    bar = tqdm(total=len(kept), desc="writing", unit="frame", disable=opts.quiet, file=console)
+    todo = set(map(int, frames))
+    bar = tqdm(total=len(todo), desc="writing", unit="frame", disable=opts.quiet, file=console)
     shape = (opts.size, opts.size)
-    written = 0
+    eyes = [layout.eye_outer_right, layout.eye_outer_left]
+    lips = np.concatenate(layout.lips) if layout.lips else np.zeros(0, int)
+    cues = {}
     for i, rgb in source:
-        j = img_id.get(i)
-        if j is None:
+        if i not in todo:
             continue
         img = crop.apply(rgb)
         face = fill_polygon(lm[i, layout.oval, :2], shape)
-        mask = clean_mask(segmenter(img), face)
-        labels = parse(mask, lm[i, :, :2], layout.oval, layout.chin, layout.forehead)
-        _imwrite(folder / "ori_imgs" / f"{j}.jpg", img[..., ::-1],
-                 [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality])
-        _imwrite(folder / "mask" / f"{j + 1}.png", np.rint(mask * 255).astype(np.uint8))
-        _imwrite(folder / "parsing" / f"{j}.png", PARSING_RGB[labels][..., ::-1])
-        written += 1
+        prob = segmenter(img)
+        mask = clean_mask(prob, face)
+        mask8 = np.rint(mask * 255).astype(np.uint8)
+        band, eye_distance = occ.side_band(lm[i, eyes, :2], lm[i, lips, :2], shape)
+        cues[i] = occ.occlusion_cues(prob, face, occ.hand_region(hands[i], shape), band,
+                                     eye_distance)
+        body = label_masks(parse(mask, lm[i, :, :2], layout.oval, layout.chin, layout.forehead))
+        if opts.decontaminate:
+            img = decontaminate(img, mask8 / 255.0)  # the alpha the trainer will read
+        _imwrite(folder / "ori_imgs" / f"s{i}.jpg", img[..., ::-1], jpeg_params(opts.jpeg_quality))
+        _imwrite(folder / "mask" / f"s{i}.png", mask8)
+        _imwrite(folder / "parsing" / f"s{i}.png", parsing_image(body)[..., ::-1])
+        _imwrite(folder / "regions" / f"s{i}.png",
+                 encode_regions({**body, **feature_regions(lm[i, :, :2], layout, shape)}))
         bar.update()
-        if j == len(kept) - 1:
+        if len(cues) == len(todo):
             break
     bar.close()
-    if written != len(kept):
-        raise InputError(f"{source.path} gave fewer frames on the second read ({written} of "
-                         f"{len(kept)} kept frames). Fix: copy the file locally and retry, or "
+    if len(cues) != len(todo):
+        raise InputError(f"{source.path} gave fewer frames on the second read ({len(cues)} of "
+                         f"{len(todo)} usable frames). Fix: copy the file locally and retry, or "
                          "extract its frames into a folder.")
+    return cues
+
+
+def _number_frames(folder: Path, written: np.ndarray, kept: np.ndarray) -> None:
+    """Rename the files of the kept frames from their source index to their img_id (masks
+    one-based, as released) and delete those of the frames not kept."""
+    img_id = {int(i): j for j, i in enumerate(kept)}
+    for i in map(int, written):
+        for sub, name in SUBFOLDERS.items():
+            path = folder / sub / name.format(f"s{i}")
+            j = img_id.get(i)
+            if j is None:
+                path.unlink()
+            else:
+                path.rename(folder / sub / name.format(j + 1 if sub == "mask" else j))
+
+
+def jpeg_params(quality: int) -> list[int]:
+    """cv2.imwrite parameters of ori_imgs: the given quality, and colour at full resolution
+    (4:4:4), since the usual half-resolution colour (4:2:0) would mix the background's colour
+    back into the decontaminated edge pixels."""
+    return [cv2.IMWRITE_JPEG_QUALITY, quality,
+            cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 
 
 def _imwrite(path: Path, img: np.ndarray, params: list[int] | None = None) -> None:
@@ -465,10 +581,14 @@ def _stats(x: np.ndarray) -> dict:
 
 
 def _report(source: FrameSource, opts: PreprocessOptions, tracked: Tracked, filled: list[int],
-            crop: Crop, fit: HeadFit, rel: np.ndarray, seconds: float) -> dict:
+            crop: Crop, fit: HeadFit, rel: np.ndarray, occlusion: dict, seconds: float
+            ) -> dict:
     status = tracked.status
     confidence = np.exp(-rel / 0.02)
     dropped = {k: np.flatnonzero(status == k).tolist() for k in REASONS}
+    measured = occlusion["measured"]
+    score = dict(zip(measured["source_frames"],
+                     np.max([measured[k] for k in occ.CUES], axis=0).tolist()))
     return {
         "generator": GENERATOR,
         "version": VERSION,
@@ -493,8 +613,10 @@ def _report(source: FrameSource, opts: PreprocessOptions, tracked: Tracked, fill
         },
         "frames": [{"img_id": j, "source_frame": int(i), "status": str(status[i]),
                     "fit_error_px": round(float(fit.fit_error[j]), 4),
-                    "confidence": round(float(confidence[j]), 4)}
+                    "confidence": round(float(confidence[j]), 4),
+                    "occlusion": score[int(i)]}
                    for j, i in enumerate(fit.kept)],
+        "occlusion": occlusion,
         "options": asdict(opts),
         "seconds": round(seconds, 1),
     }
@@ -508,7 +630,17 @@ def summary(report: dict, out: Path) -> str:
         f"({len(report['frames_interpolated'])} interpolated across short gaps)",
     ]
     for k, v in dropped.items():
-        lines.append(f"  dropped, {REASONS[k]}: {len(v)} (frames {first_few(v)})")
+        frames = occ.describe_runs(v) if k == "occluded" else first_few(v)
+        lines.append(f"  dropped, {REASONS[k]}: {len(v)} (frames {frames})")
+    oc = report["occlusion"]
+    flagged = oc["flagged"]
+    if flagged:
+        cues = {c: sum(f["cue"] == c for f in oc["frames"]) for c in (*occ.CUES, "neighbour")}
+        why = ", ".join(f"{c} {k}" for c, k in cues.items() if k)
+        if oc["mode"] == "keep":
+            lines.append(f"  occluded but kept (--occlusion keep): {len(flagged)} (frames "
+                         f"{occ.describe_runs(flagged)})")
+        lines.append(f"  occlusion cues (threshold {oc['threshold']:g} of the face area): {why}")
     tr = report["tracking"]
     lines += [
         f"focal {report['focal']['pixels']:.1f} px at {report['crop']['size']} px "

@@ -2,8 +2,8 @@
 
     python tools/preprocess.py INPUT OUT [--size 512] [--exp_dim 46] [--focal PX] ...
 
-Writes OUT/transforms.json, ori_imgs/, mask/, parsing/ and preprocess_report.json in the
-released layout (see scene/dataset_readers.py), ready for ``train.py -s OUT``. Needs the
+Writes OUT/transforms.json, ori_imgs/, mask/, parsing/, regions/ and preprocess_report.json
+in the released layout (see scene/dataset_readers.py), ready for ``train.py -s OUT``. Needs the
 preprocessing packages (requirements-preprocess.txt, installed into .ppdeps by
 tools/setup.sh); training and rendering do not.
 """
@@ -17,7 +17,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arguments import str2bool  # noqa: E402
-from preprocessing.pipeline import PreprocessOptions, preprocess, summary  # noqa: E402
+from preprocessing.pipeline import (  # noqa: E402
+    OCCLUSION_MODES,
+    PreprocessOptions,
+    preprocess,
+    summary,
+)
 from utils.errors import run_cli  # noqa: E402
 
 
@@ -51,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quality of ori_imgs/*.jpg")
     p.add_argument("--min_confidence", type=float, default=d.min_confidence,
                    help="face detection and tracking confidence of the landmark model")
+    p.add_argument("--occlusion", choices=OCCLUSION_MODES, default=d.occlusion,
+                   help="frames where a hand or an object covers the face or lies in the person "
+                        "mask: drop them, or keep them (reported either way)")
+    p.add_argument("--occlusion_threshold", type=float, default=d.occlusion_threshold,
+                   help="occluded area, as a fraction of the face's area, that flags a frame")
+    p.add_argument("--decontaminate", nargs="?", const=True, type=str2bool,
+                   default=d.decontaminate, metavar="true|false",
+                   help="replace the colour of the soft mask edges by the person's own colour "
+                        "(the background's share removed)")
     p.add_argument("--quiet", nargs="?", const=True, type=str2bool, default=False,
                    metavar="true|false", help="no progress bars")
     return p
@@ -62,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         size=args.size, exp_dim=args.exp_dim, focal=args.focal, crop_scale=args.crop_scale,
         smooth=args.smooth, max_gap=args.max_gap, min_kept=args.min_kept,
         max_frames=args.max_frames, jpeg_quality=args.jpeg_quality,
-        min_confidence=args.min_confidence, quiet=args.quiet)
+        min_confidence=args.min_confidence, occlusion=args.occlusion,
+        occlusion_threshold=args.occlusion_threshold, decontaminate=args.decontaminate,
+        quiet=args.quiet)
     report = preprocess(args.input, args.out, opts)
     print(summary(report, args.out))
     return 0
