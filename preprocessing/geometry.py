@@ -257,7 +257,7 @@ def smooth_poses(rot: np.ndarray, trans: np.ndarray, segments: list[slice], wind
     Being centred it adds no delay, and it keeps constant, linear and quadratic motion
     exactly. Segments shorter than the window are left as they are.
     """
-    rot, trans = rot.copy(), trans.copy()
+    rot, trans = rot.copy(), smooth_series(trans, segments, window)
     if window < 3:
         return rot, trans
     for seg in segments:
@@ -265,10 +265,8 @@ def smooth_poses(rot: np.ndarray, trans: np.ndarray, segments: list[slice], wind
         if len(r) < window:
             continue
         mean = r.mean()
-        vec = (mean.inv() * r).as_rotvec()
-        vec = savgol_filter(vec, window, 2, axis=0, mode="interp")
+        vec = smooth_series((mean.inv() * r).as_rotvec(), [slice(0, len(r))], window)
         rot[seg] = (mean * Rotation.from_rotvec(vec)).as_matrix()
-        trans[seg] = savgol_filter(trans[seg], window, 2, axis=0, mode="interp")
     return rot, trans
 
 
@@ -298,16 +296,3 @@ def camera_to_head_opengl(rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
     c2w[:, :, 1:3] *= -1  # OpenCV (y down, z forward) -> OpenGL (y up, z backward) columns
     c2w[:, 3, 1:3] = 0.0
     return c2w
-
-
-def rotation_errors_deg(rot_est: np.ndarray, rot_true: np.ndarray) -> tuple[np.ndarray,
-                                                                              np.ndarray]:
-    """Angles [F] (degrees) between estimated and true camera-to-head rotations [F, 3, 3]
-    after the best fixed alignment of the two head frames, ``rot_est[f] ≈ A @ rot_true[f]``
-    (least squares over all frames). Returns (angles, A)."""
-    m = np.einsum("fij,fkj->ik", rot_est, rot_true)  # sum of R_est R_true^T
-    u, _, vt = np.linalg.svd(m)
-    a = u @ np.diag([1, 1, np.sign(np.linalg.det(u @ vt))]) @ vt
-    rel = np.einsum("fji,jk,fkl->fil", rot_est, a, rot_true)  # R_est^T A R_true
-    cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)
-    return np.degrees(np.arccos(cos)), a

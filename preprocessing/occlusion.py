@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from preprocessing.masks import disc
+from preprocessing.options import PreprocessOptions
 
 HAND_MARGIN = 0.3  # the hand region reaches this far (in palm lengths) beyond its landmarks
 HAND_WRIST, HAND_MIDDLE_BASE = 0, 9  # landmarks spanning the palm
@@ -162,3 +163,35 @@ def subtract_baselines(cues: dict[int, dict[str, float]]) -> dict[int, dict[str,
     base = {k: float(np.median([c[k] for c in cues.values()])) for k in BASELINED}
     return {i: {k: max(v - base.get(k, 0.0), 0.0) for k, v in c.items()}
             for i, c in cues.items()}
+
+
+def mark_occluded(status: np.ndarray, frames: np.ndarray, cues: dict[int, dict[str, float]],
+                  opts: PreprocessOptions) -> dict:
+    """Flag the occluded ones of ``frames`` (source indices) from their cues; with
+    --occlusion drop mark them occluded in ``status``. Returns the occlusion part of the
+    report."""
+    cues = subtract_baselines(cues)
+    scores = np.array([max(cues[int(i)].values()) for i in frames])
+    flagged = frames[flag_frames(frames, scores, opts.occlusion_threshold)]
+    if opts.occlusion == "drop":
+        status[flagged] = "occluded"
+    detail = []
+    for i in flagged:
+        c = cues[int(i)]
+        cue = max(c, key=c.get) if max(c.values()) >= opts.occlusion_threshold else "neighbour"
+        detail.append({"source_frame": int(i), "cue": cue,
+                       **{k: round(v, 4) for k, v in c.items()}})
+    return {
+        "mode": opts.occlusion,
+        "threshold": opts.occlusion_threshold,
+        "cues": CUES,
+        "flagging": f"a frame is flagged when a cue reaches the threshold; gaps of up to "
+                    f"{CLOSE_GAP} frames between flagged frames are closed and "
+                    f"{PAD} frames on each side of every run flagged too (cue "
+                    "'neighbour')",
+        "flagged": [int(i) for i in flagged],
+        "flagged_runs": runs(flagged),
+        "frames": detail,
+        "measured": {"source_frames": frames.tolist(),
+                     **{k: [round(cues[int(i)][k], 4) for i in frames] for k in CUES}},
+    }

@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocessing.geometry import rotation_errors_deg
 from preprocessing.pipeline import REPORT_NAME
 from scene.dataset_readers import read_dataset
+from tests.preprocess_helpers import rotation_errors_deg
 from tools.make_synthetic import (
     CONTROL_NAMES,
     build_world,

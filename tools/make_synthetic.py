@@ -56,6 +56,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.io_utils import atomic_write_bytes, write_image  # noqa: E402
 from utils.regions import REGION_BITS, encode_regions, parsing_image  # noqa: E402
 
 GENERATOR = "gaussianhead-open tools/make_synthetic.py"
@@ -804,20 +805,6 @@ _STATE: dict = {}
 _FRAME_FILES = (("ori_imgs", ".jpg"), ("mask", ".png"), ("parsing", ".png"), ("regions", ".png"))
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write atomically: a temporary name in the same folder, then os.replace."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _encode(ext: str, img: np.ndarray, params: Sequence[int] = ()) -> bytes:
-    ok, buf = cv2.imencode(ext, img, list(params))
-    if not ok:
-        raise RuntimeError(f"cv2.imencode({ext}) failed")
-    return buf.tobytes()
-
-
 def _init_worker(state: dict) -> None:
     _STATE.update(state)
 
@@ -825,12 +812,12 @@ def _init_worker(state: dict) -> None:
 def _write_frame(root: Path, img_id: int, frame: Frame) -> None:
     """Write one frame's image, mask, parsing map and region map into the dataset folder root."""
     st = _STATE
-    jpg = _encode(".jpg", frame.rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, st["jpeg_quality"]])
-    _write_bytes(root / "ori_imgs" / f"{img_id}.jpg", jpg)
-    _write_bytes(root / "mask" / f"{img_id + st['mask_offset']}.png", _encode(".png", frame.mask))
+    write_image(root / "ori_imgs" / f"{img_id}.jpg", frame.rgb,
+                [cv2.IMWRITE_JPEG_QUALITY, st["jpeg_quality"]])
+    write_image(root / "mask" / f"{img_id + st['mask_offset']}.png", frame.mask)
     parsing = parsing_image({name: frame.label == k for k, name in LABEL_NAMES.items()})
-    _write_bytes(root / "parsing" / f"{img_id}.png", _encode(".png", parsing[..., ::-1]))
-    _write_bytes(root / "regions" / f"{img_id}.png", _encode(".png", frame.regions))
+    write_image(root / "parsing" / f"{img_id}.png", parsing)
+    write_image(root / "regions" / f"{img_id}.png", frame.regions)
 
 
 def _render_and_write(task: int) -> np.ndarray | None:
@@ -995,7 +982,7 @@ def make_synthetic(
             ],
         },
     }
-    _write_bytes(out / "synthetic_gt.json", json.dumps(gt, indent=1).encode())
+    atomic_write_bytes(out / "synthetic_gt.json", json.dumps(gt, indent=1).encode())
 
     state = dict(
         world=world,
@@ -1056,12 +1043,12 @@ def make_synthetic(
             }
             for k, ((i, y), (t, _)) in enumerate(zip(novel, novel_c2h))
         ]
-        _write_bytes(out / NOVEL_DIR / "transforms.json", _transforms(world, entries))
+        atomic_write_bytes(out / NOVEL_DIR / "transforms.json", _transforms(world, entries))
     entries = [
         {"img_id": i, "aud_id": i, "transform_matrix": c2h[i].tolist(), "exp_ori": exp[i].tolist()}
         for i in range(frames)
     ]
-    _write_bytes(out / "transforms.json", _transforms(world, entries))
+    atomic_write_bytes(out / "transforms.json", _transforms(world, entries))
     return out
 
 

@@ -8,7 +8,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +64,24 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write an RGB (H, W, 3) or grey (H, W) uint8 image as PNG, atomically."""
+def write_image(path: str | os.PathLike, image: np.ndarray, params: Sequence[int] = ()
+                ) -> None:
+    """Write an RGB (H, W, 3) or grey (H, W) image atomically, in the format of the path's
+    extension (.png, .jpg, ...); ``params`` are cv2.imwrite flags (e.g. the JPEG quality)."""
     import cv2
 
+    path = Path(path)
     if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", image)
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # cv2 encodes BGR
+    ok, buf = cv2.imencode(path.suffix, image, list(params))
     if not ok:
         raise OSError(f"could not encode {path}")
     atomic_write_bytes(path, buf.tobytes())
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an RGB (H, W, 3) or grey (H, W) uint8 image as PNG (path ends in .png), atomically."""
+    write_image(path, image)
 
 
 def to_uint8(image) -> np.ndarray:

@@ -1,0 +1,62 @@
+"""Shared test data of the preprocessing tests: a face-like point set seen by a moving
+camera, a drawn head, neck and torso, and how far estimated rotations are off."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from preprocessing import masks
+
+
+def face_points(n: int = 60, seed: int = 0) -> np.ndarray:
+    """A shallow face-like point set [n, 3] in the head frame (metres, z out of the face)."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(-1, 1, (n, 2)) * [0.07, 0.09]
+    z = 0.09 - 4.0 * (xy[:, 0] ** 2 + 0.5 * xy[:, 1] ** 2)  # a bulging front
+    return np.column_stack([xy, z])
+
+
+def project(pts: np.ndarray, rot: np.ndarray, t: np.ndarray, k: np.ndarray) -> np.ndarray:
+    cam = pts @ rot.T + t
+    uv = cam @ k.T
+    return uv[:, :2] / uv[:, 2:]
+
+
+def head_poses(f: int, yaw_deg: float = 20.0, seed: int = 0):
+    """Head -> OpenCV camera poses of a head turning in front of a camera 0.55 m away."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 2 * np.pi, f)
+    yaw = np.radians(yaw_deg) * np.sin(t)
+    pitch = np.radians(5) * np.sin(2.3 * t + rng.uniform(0, 6))
+    flip = np.diag([1.0, -1.0, -1.0])  # head frame (y up, z out) -> OpenCV camera axes
+    rots = np.stack([flip @ Rotation.from_euler("yx", [a, b]).as_matrix()
+                     for a, b in zip(yaw, pitch)])
+    trans = np.tile([0.0, 0.01, 0.55], (f, 1)) + 0.004 * rng.standard_normal((f, 3))
+    return rots, trans
+
+
+def figure(size: int = 128):
+    """A drawn head, neck and torso with an oval of 'landmarks' on the face."""
+    lab = np.zeros((size, size), np.uint8)
+    cv2.ellipse(lab, (64, 112 + 40), (60, 45), 0, 0, 360, masks.LABEL_TORSO, -1)
+    cv2.rectangle(lab, (52, 70), (76, 112), masks.LABEL_NECK, -1)
+    cv2.ellipse(lab, (64, 48), (26, 32), 0, 0, 360, masks.LABEL_HEAD, -1)
+    ang = np.linspace(0, 2 * np.pi, 36, endpoint=False)
+    oval = np.column_stack([64.5 + 21 * np.sin(ang), 52.5 - 27 * np.cos(ang)])
+    points = np.vstack([oval, [[64.5, 25.5], [64.5, 79.5]]])  # + forehead, chin
+    return lab, points, np.arange(36), 36, 37
+
+
+def rotation_errors_deg(rot_est: np.ndarray, rot_true: np.ndarray) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    """Angles [F] (degrees) between estimated and true camera-to-head rotations [F, 3, 3]
+    after the best fixed alignment of the two head frames, ``rot_est[f] ≈ A @ rot_true[f]``
+    (least squares over all frames). Returns (angles, A)."""
+    m = np.einsum("fij,fkj->ik", rot_est, rot_true)  # sum of R_est R_true^T
+    u, _, vt = np.linalg.svd(m)
+    a = u @ np.diag([1, 1, np.sign(np.linalg.det(u @ vt))]) @ vt
+    rel = np.einsum("fji,jk,fkl->fil", rot_est, a, rot_true)  # R_est^T A R_true
+    cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)
+    return np.degrees(np.arccos(cos)), a
