@@ -23,7 +23,12 @@ from arguments import (
     str2bool,
 )
 from scene import Scene
-from scene.render_sets import driving_cameras, render_cameras, render_novel_view
+from scene.render_sets import (
+    driving_cameras,
+    render_cameras,
+    render_novel_ground_truth,
+    render_novel_view,
+)
 from scene.rendering import RenderNetworks
 from scene.run_folder import is_release_run, load_model, read_cfg_args
 from utils.errors import DatasetError, OptionError, run_cli
@@ -47,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--skip_train", help="do not render the training frames", **flag)
     r.add_argument("--skip_test", help="do not render the test frames", **flag)
     r.add_argument("--novel_view", help="render the test expressions from a camera orbiting "
-                   "the head (+15 to -15 degrees, at the dataset's camera distance)", **flag)
+                   "the head (+15 to -15 degrees, at the dataset's camera distance), and the "
+                   "dataset's novel views with ground truth where it has them (novel/)",
+                   **flag)
     r.add_argument("--novel_view_frames", type=int, default=100,
                    help="frames of the novel-view orbit")
     r.add_argument("--driving", default=None,
@@ -133,12 +140,17 @@ def main(argv: list[str] | None = None) -> int:
         cams = cams[: v["max_frames"]] if v["max_frames"] else cams
         if cams:
             d = render_cameras(model, cams, out_root / name / f"ours_{it}", name, bg, backend,
-                               device, gt_fn, deform=model.deforms_at(it), **common)
+                               device, gt_fn, deform=model.deforms_at(it), **common,
+                               regions_fn=scene.regions,
+                               frames_info=[{"img_id": c.img_id} for c in cams])
             print(f"{name}: {len(cams)} frames in {d}")
     if v["novel_view"]:
         d = render_novel_view(model, scene, out_root, it, backend, device,
                               v["novel_view_frames"], **common)
         print(f"novel view: {v['novel_view_frames']} frames in {d}")
+        d = render_novel_ground_truth(model, scene, out_root, it, backend, device, **common)
+        if d is not None:
+            print(f"novel views with ground truth (the dataset's novel/): {d}")
     if v["driving"]:
         cams = driving_cameras(v["driving"], model, scene, v["driving_pose"])
         src = Path(v["driving"]).resolve()

@@ -112,6 +112,21 @@ class ModelParams(ParamGroup):
         10_000, "random initial Gaussians when the dataset has no points3d.ply (release: 10000)"
     )
     num_derivations: int = _opt(4, "learnable rotations (derivations) per Gaussian")
+    appearance: str = _opt(
+        "canonical",
+        "where each Gaussian samples the tri-plane for its colour and opacity: canonical (its "
+        "own canonical position: colours stay with the Gaussian) or deformed (its deformed "
+        "position, as the paper: whatever passes through a point shares its colour)",
+        choices=("canonical", "deformed"))
+    expression_residuals: bool = _opt(
+        True, "the deformation network also changes each Gaussian's opacity and colour with "
+        "the expression (blinks, lips, the inside of the mouth); false: the paper's offsets of "
+        "position, rotation and scale only")
+    body: bool = _opt(
+        True, "model the neck and torso as Gaussians in the capture camera's frame, moved by "
+        "the head pose (the body does not follow the head in the data); ignored with "
+        "--only_head")
+    body_points: int = _opt(5000, "initial body Gaussians")
     triplane_res: int = _opt(64, "resolution of each tri-plane")
     triplane_channels: int = _opt(32, "channels of each tri-plane")
 
@@ -145,42 +160,78 @@ class PipelineParams(ParamGroup):
 
 @dataclass
 class OptimizationParams(ParamGroup):
-    """Schedule, learning rates, loss weights and densification (the release's defaults)."""
+    """Schedule, learning rates, loss weights and densification.
+
+    Lengths given as -1 are fractions of ``--iterations`` (:data:`SCHEDULE_FRACTIONS`), so a
+    longer schedule is one flag away: ``--iterations 80000`` stretches every phase with it.
+    """
 
     title = "Optimization"
-    iterations: int = _opt(80_000, "training iterations")
-    warm_up: int = _opt(3_000, "iterations before the deformation network is switched on")
+    iterations: int = _opt(20_000, "training iterations (the phases below scale with it)")
+    warm_up: int = _opt(-1, "iterations before the deformation network is switched on "
+                        "(-1: 5%% of --iterations; the paper: 3000 of 80000)")
     position_lr_init: float = _opt(1.6e-4, "position learning rate at the start (x5 spatial scale)")
     position_lr_final: float = _opt(1.6e-6, "position learning rate at the end (x5 spatial scale)")
     position_lr_delay_mult: float = _opt(
         0.01, "3DGS's learning-rate delay multiplier; it has no effect without delay steps, in "
         "the release as here, and is kept so that its command lines run")
-    position_lr_max_steps: int = _opt(30_000, "iterations over which the position rate decays")
-    deform_lr_max_steps: int = _opt(80_000, "iterations over which the deformation rate decays")
+    position_lr_max_steps: int = _opt(-1, "iterations over which the position rate decays "
+                                      "(-1: --iterations)")
+    deform_lr_max_steps: int = _opt(-1, "iterations over which the deformation rate decays "
+                                    "(-1: --iterations)")
     spatial_lr_scale: float = _opt(5.0, "scale of the position/scale/deformation rates")
     feature_lr: float = _opt(1e-3, "learning rate of the colour decoder")
     opacity_lr: float = _opt(1e-4, "learning rate of the opacity decoder")
     scaling_lr: float = _opt(1e-3, "learning rate of the log-scales (x spatial scale)")
     rotation_lr: float = _opt(1e-3, "learning rate of the rotations")
     triplane_lr: float = _opt(1e-3, "learning rate of the tri-planes at the start")
-    triplane_lr_max_step: int = _opt(80_000, "iterations over which the tri-plane rate decays")
+    triplane_lr_max_step: int = _opt(-1, "iterations over which the tri-plane rate decays "
+                                     "(-1: --iterations)")
     quater_lr_init: float = _opt(1e-3, "learning rate of the derivation quaternions at the start")
     quater_lr_final: float = _opt(1e-5, "learning rate of the derivation quaternions at the end")
-    quater_lr_max_step: int = _opt(80_000, "iterations over which the derivation rate decays")
+    quater_lr_max_step: int = _opt(-1, "iterations over which the derivation rate decays "
+                                   "(-1: --iterations)")
     lambda_dssim: float = _opt(0.2, "weight of the (1 - SSIM) term; L1 gets 1 - lambda_dssim")
     lambda_vgg: float = _opt(0.01, "weight of the VGG perceptual term")
+    lambda_alpha: float = _opt(
+        0.1, "weight of the L1 distance between the rendered alpha and the mask (keeps the "
+        "person opaque and the background empty; 0 = off, as the paper)")
     percent_dense: float = _opt(0.01, "split above / clone below this fraction of the extent")
     densification_interval: int = _opt(100, "densify every N iterations")
     densify_from_iter: int = _opt(500, "first densification iteration")
-    densify_until_iter: int = _opt(15_000, "last densification iteration")
+    densify_until_iter: int = _opt(-1, "last densification iteration (-1: half of "
+                                   "--iterations)")
     densify_grad_threshold: float = _opt(
-        2e-4, "mean screen-space gradient (NDC units, as the release) above which to densify"
+        2e-4, "mean screen-space gradient (NDC units, as the original code) above which to "
+        "densify"
     )
     opacity_reset_interval: int = _opt(
-        3000, "after this many iterations large-on-screen Gaussians are pruned too"
+        -1, "after this many iterations large-on-screen Gaussians are pruned too (-1: 15%% "
+        "of --iterations)"
     )
+    scene_extent: float = _opt(
+        -1.0, "the length densification's size thresholds are fractions of: -1 = 1.1 x the "
+        "larger of the camera centres' spread and their distance from the head (what a camera "
+        "circling the head would give); 0 = 3DGS's, 1.1 x the spread alone (tiny for a "
+        "monocular video, as the paper); > 0 = this value")
     min_opacity: float = _opt(0.005, "prune Gaussians whose decoded opacity is below this")
-    max_screen_size: int = _opt(20, "prune Gaussians larger than this many pixels")
+    max_screen_size: int = _opt(20, "prune Gaussians larger than this many pixels (0: off)")
+
+    def resolved(self) -> OptimizationParams:
+        """A copy with every -1 length replaced by its fraction of ``iterations``."""
+        out = dataclasses.replace(self)
+        for name, frac in SCHEDULE_FRACTIONS.items():
+            if getattr(out, name) < 0:
+                setattr(out, name, max(1, round(frac * self.iterations)))
+        return out
+
+
+# the default phase lengths as fractions of --iterations
+SCHEDULE_FRACTIONS = {
+    "warm_up": 0.05, "position_lr_max_steps": 1.0, "deform_lr_max_steps": 1.0,
+    "triplane_lr_max_step": 1.0, "quater_lr_max_step": 1.0, "densify_until_iter": 0.5,
+    "opacity_reset_interval": 0.15,
+}
 
 
 def defaults(*groups: type[ParamGroup]) -> dict[str, Any]:

@@ -14,16 +14,19 @@ from scene.cameras import (
     mean_camera_distance,
     view_sphere,
 )
-from scene.dataset_images import load_images
+from scene.dataset_images import load_frames, read_regions
 from scene.dataset_readers import DatasetInfo, read_dataset, read_points3d
-from scene.initialization import carve_random_points
+from scene.initialization import body_initial_points, carve_random_points
 
 
 class ImageStore:
-    """Ground-truth frames as one uint8 tensor [F, H, W, 3] (on the CPU or the GPU)."""
+    """Ground-truth frames as one uint8 tensor [F, H, W, 3] and their silhouettes as one uint8
+    tensor [F, H, W] (None without masks), on the CPU or the GPU."""
 
-    def __init__(self, images: np.ndarray, device: torch.device | str = "cpu"):
+    def __init__(self, images: np.ndarray, masks: np.ndarray | None = None,
+                 device: torch.device | str = "cpu"):
         self.images = torch.from_numpy(images).to(device)
+        self.masks = None if masks is None else torch.from_numpy(masks).to(device)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -34,6 +37,8 @@ class ImageStore:
 
     def to(self, device: torch.device | str) -> ImageStore:
         self.images = self.images.to(device)
+        if self.masks is not None:
+            self.masks = self.masks.to(device)
         return self
 
 
@@ -48,18 +53,20 @@ class Scene:
             source_path, test_frames=test_frames, eval_frames=eval_frames, is_debug=is_debug,
             only_head=only_head, resolution=resolution,
         )
+        self.resolution = resolution
         self.background = (1.0, 1.0, 1.0) if white_background else (0.0, 0.0, 0.0)
         ids = (self.info.train_ids if load_train else []) + [
             i for i in (self.info.test_ids if load_test else []) if not (
                 load_train and i in self.info.train_ids)]
         self.slots = {frame_index: k for k, frame_index in enumerate(ids)}
         # decoding checks every image (size, corruption) before anything is written
-        self.images = ImageStore(load_images(self.info, ids, self.background, workers))
+        self.images = ImageStore(*load_frames(self.info, ids, self.background, workers))
         intr = self.info.intrinsics
         self.train_cameras: list[Camera] = cameras_from_frames(
             self.info.train_frames, intr, self.slots) if load_train else []
         self.test_cameras: list[Camera] = cameras_from_frames(
             self.info.test_frames, intr, self.slots) if load_test else []
+        self._by_img_id = {f.img_id: f for f in self.info.frames}
         train_c2w = [f.c2w for f in self.info.train_frames]
         self.extent = cameras_extent(train_c2w)
         self.center, self.radius = view_sphere(train_c2w, intr)
@@ -73,16 +80,38 @@ class Scene:
         """Ground truth of a dataset camera, float [3, H, W]."""
         return self.images.get(cam.image_slot, device)
 
+    def regions(self, cam: Camera) -> np.ndarray | None:
+        """The region label map of a dataset camera's frame (uint8 [H, W], bit flags of
+        :data:`utils.regions.REGION_BITS`), or None without regions/ and parsing/."""
+        return read_regions(self.info, self._by_img_id[cam.img_id])
+
     def mean_campos(self) -> torch.Tensor:
         return torch.tensor(np.mean([f.c2w[:3, 3] for f in self.info.train_frames], axis=0),
                             dtype=torch.float32)
 
     # ------------------------------------------------------------------ initial points
-    def initial_points(self, num_points: int, seed: int) -> tuple[np.ndarray, str]:
+    def initial_points(self, num_points: int, seed: int, head_only: bool = False
+                       ) -> tuple[np.ndarray, str]:
         """Initial Gaussian centres: the dataset's points3d.ply if present, otherwise random
-        points inside the cameras' view of the head (the visual hull of the masks)."""
+        points inside the cameras' view of the head (the visual hull of the masks; of the
+        parsing maps' head with ``head_only`` where every training frame has one)."""
         if self.info.points3d_path is not None:
             xyz = read_points3d(self.info.points3d_path)
             return xyz, f"{len(xyz)} points from {self.info.points3d_path}"
-        xyz = carve_random_points(self.info, self.center, self.radius, num_points, seed)
-        return xyz, f"{len(xyz)} random points inside the masks' visual hull"
+        head_only = head_only and self.has_parsing
+        xyz = carve_random_points(self.info, self.center, self.radius, num_points, seed,
+                                  head_only=head_only or None)
+        what = "the parsing maps' head" if head_only else "the masks"
+        return xyz, f"{len(xyz)} random points inside the visual hull of {what}"
+
+    @property
+    def has_parsing(self) -> bool:
+        return all(f.parsing_path is not None for f in self.info.train_frames)
+
+    def body_points(self, head_xyz: np.ndarray, n: int, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Initial body Gaussians in the capture camera's frame and their colours
+        (:func:`scene.initialization.body_initial_points`)."""
+        masks = None if self.images.masks is None else self.images.masks.cpu().numpy()
+        return body_initial_points(self.info, self.images.images.cpu().numpy(), masks,
+                                   self.slots, head_xyz, n, seed)

@@ -26,6 +26,9 @@ class Camera:
     exp: torch.Tensor  # [E] expression vector
     img_id: int | None = None
     image_slot: int | None = None  # row of the ImageStore holding the ground truth
+    # [4, 4] camera-to-head matrix of the capture camera, which places the body (the frame whose
+    # head pose and body this view shows); None: the view's own camera
+    capture_c2w: np.ndarray | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -59,6 +62,15 @@ class Camera:
                                 self.campos(device), self.exp.to(device))
         return self._cache[key]
 
+    def capture(self, device: torch.device | str) -> torch.Tensor:
+        """The capture camera's camera-to-head matrix, float32 [4, 4] on ``device`` (copied
+        there once)."""
+        key = ("capture", str(device))
+        if key not in self._cache:
+            c2w = self.c2w_gl if self.capture_c2w is None else self.capture_c2w
+            self._cache[key] = torch.tensor(c2w, dtype=torch.float32, device=device)
+        return self._cache[key]
+
     def K(self, device: torch.device | str = "cpu", centred: bool = False) -> torch.Tensor:
         """3x3 intrinsics; ``centred`` puts the principal point at the image centre (models
         that were trained that way)."""
@@ -79,12 +91,13 @@ def cameras_from_frames(frames, intr: Intrinsics, slots: dict[int, int] | None =
 
 
 def orbit_cameras(exps: list[torch.Tensor], intr: Intrinsics, distance: float,
-                  n_frames: int = 100, start_deg: float = 15.0, end_deg: float = -15.0
-                  ) -> list[Camera]:
+                  n_frames: int = 100, start_deg: float = 15.0, end_deg: float = -15.0,
+                  captures: list[np.ndarray] | None = None) -> list[Camera]:
     """Cameras on a horizontal arc about the head's vertical (y) axis, looking at the origin.
 
     Frame k is at yaw ``start + (end - start) * k / n_frames`` (the original code's +15 to -15
-    degrees over 100 frames) and uses expression ``exps[k % len(exps)]``.
+    degrees over 100 frames) and uses expression ``exps[k % len(exps)]`` and the capture pose
+    ``captures[k % len(captures)]`` (where the body is).
     """
     cams = []
     for k in range(n_frames):
@@ -94,7 +107,8 @@ def orbit_cameras(exps: list[torch.Tensor], intr: Intrinsics, distance: float,
         c2w = np.eye(4)
         c2w[:3, :3] = rot
         c2w[:3, 3] = rot @ np.array([0.0, 0.0, distance])
-        cams.append(Camera(intr=intr, c2w_gl=c2w, exp=exps[k % len(exps)]))
+        cap = None if not captures else captures[k % len(captures)]
+        cams.append(Camera(intr=intr, c2w_gl=c2w, exp=exps[k % len(exps)], capture_c2w=cap))
     return cams
 
 

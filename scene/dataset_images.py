@@ -12,7 +12,7 @@ import numpy as np
 
 from scene.dataset_readers import DatasetInfo, FrameInfo, Intrinsics
 from utils.errors import DatasetError
-from utils.regions import parsing_masks
+from utils.regions import encode_regions, parsing_masks
 
 
 def _read_image(path: Path, frame: FrameInfo, flags: int) -> np.ndarray:
@@ -31,6 +31,13 @@ def load_frame(info: DatasetInfo, frame: FrameInfo, background: tuple[float, flo
 
     Returns uint8 (H, W, 3) at the dataset's loading size.
     """
+    return _load(info, frame, background)[0]
+
+
+def _load(info: DatasetInfo, frame: FrameInfo, background: tuple[float, float, float]
+          ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The composited frame uint8 (H, W, 3) and its silhouette uint8 (H, W) (None without
+    masks), at the loading size."""
     src = info.source_intrinsics
     img = _read_image(frame.image_path, frame, cv2.IMREAD_COLOR)
     if img.shape[:2] != (src.height, src.width):
@@ -48,14 +55,19 @@ def load_frame(info: DatasetInfo, frame: FrameInfo, background: tuple[float, flo
     w, h = info.intrinsics.width, info.intrinsics.height
     if (w, h) != (src.width, src.height):
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    return rgb
+        if alpha is not None:
+            alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA)
+    sil = None if alpha is None else np.clip(np.rint(alpha * 255.0), 0, 255).astype(np.uint8)
+    return rgb, sil
 
 
-def read_silhouette(info: DatasetInfo, frame: FrameInfo) -> np.ndarray | None:
+def read_silhouette(info: DatasetInfo, frame: FrameInfo, head_only: bool | None = None
+                    ) -> np.ndarray | None:
     """The frame's foreground as float32 [H, W] in [0, 1] at the source size: the head of the
-    parsing map with ``only_head``, else the soft mask; None without either."""
+    parsing map with ``head_only`` (default: ``only_head``), else the soft mask; None without
+    either."""
     src = info.source_intrinsics
-    if info.only_head:
+    if info.only_head if head_only is None else head_only:
         par = _read_image(frame.parsing_path, frame, cv2.IMREAD_COLOR)
         _check_size(par, frame.parsing_path, frame, src, "parsing map")
         masks = parsing_masks(cv2.cvtColor(par, cv2.COLOR_BGR2RGB))
@@ -65,6 +77,35 @@ def read_silhouette(info: DatasetInfo, frame: FrameInfo) -> np.ndarray | None:
         _check_size(m, frame.mask_path, frame, src, "mask")
         return m.astype(np.float32) / 255.0
     return None
+
+
+def read_parsing(info: DatasetInfo, frame: FrameInfo) -> dict[str, np.ndarray] | None:
+    """The frame's head / neck / torso masks [H, W] bool at the source size, None without a
+    parsing map."""
+    if frame.parsing_path is None:
+        return None
+    par = _read_image(frame.parsing_path, frame, cv2.IMREAD_COLOR)
+    _check_size(par, frame.parsing_path, frame, info.source_intrinsics, "parsing map")
+    return parsing_masks(cv2.cvtColor(par, cv2.COLOR_BGR2RGB))
+
+
+def read_regions(info: DatasetInfo, frame: FrameInfo) -> np.ndarray | None:
+    """The frame's region label map (bit flags of :data:`utils.regions.REGION_BITS`), uint8
+    [H, W] at the loading size: ``regions/{img_id}.png`` where the dataset has one, else the
+    head / neck / torso of the parsing map; None without either."""
+    path = info.root / "regions" / f"{frame.img_id}.png"
+    if path.is_file():
+        labels = _read_image(path, frame, cv2.IMREAD_GRAYSCALE)
+        _check_size(labels, path, frame, info.source_intrinsics, "region map")
+    else:
+        parsing = read_parsing(info, frame)
+        if parsing is None:
+            return None
+        labels = encode_regions(parsing)
+    w, h = info.intrinsics.width, info.intrinsics.height
+    if labels.shape != (h, w):
+        labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    return labels
 
 
 def _check_size(arr: np.ndarray, path: Path, frame: FrameInfo, src: Intrinsics, what: str):
@@ -79,14 +120,28 @@ def load_images(info: DatasetInfo, frame_ids: list[int],
                 background: tuple[float, float, float] = (1.0, 1.0, 1.0),
                 workers: int = 8) -> np.ndarray:
     """Decode and composite the given frames into one uint8 array (F, H, W, 3)."""
+    return load_frames(info, frame_ids, background, workers)[0]
+
+
+def load_frames(info: DatasetInfo, frame_ids: list[int],
+                background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                workers: int = 8) -> tuple[np.ndarray, np.ndarray | None]:
+    """The given frames composited, uint8 (F, H, W, 3), and their silhouettes (the soft masks,
+    or the head with ``only_head``), uint8 (F, H, W); None for a dataset without masks."""
     h, w = info.intrinsics.height, info.intrinsics.width
     out = np.empty((len(frame_ids), h, w, 3), dtype=np.uint8)
+    sils = np.empty((len(frame_ids), h, w), dtype=np.uint8)
+    has_sil = [True]
 
     def work(k: int) -> None:
-        out[k] = load_frame(info, info.frames[frame_ids[k]], background)
+        out[k], sil = _load(info, info.frames[frame_ids[k]], background)
+        if sil is None:
+            has_sil[0] = False
+        else:
+            sils[k] = sil
 
     # cv2 lets go of the GIL while decoding, so threads overlap the I/O and decoding.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for _ in pool.map(work, range(len(frame_ids))):
             pass
-    return out
+    return out, (sils if has_sil[0] and len(frame_ids) else None)

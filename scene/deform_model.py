@@ -69,14 +69,16 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 class DeformNetwork(nn.Module):
     """(canonical xyz [N, 3], expression [N, E] or [E]) -> (d_xyz [N, 3], d_rot [N, 4],
-    d_scale [N, 3]).
+    d_scale [N, 3]), and with ``residuals`` also (d_opacity [N, 1], d_color [N, 3]): an
+    expression-dependent change of the opacity's logit and of the colour's DC band. The
+    residual heads start at zero.
 
     ``fused`` (a run-time switch of the fast path, not part of the weights): each hidden layer
-    is one :class:`_LinearReLU` and the three heads are one matrix product; the same function.
+    is one :class:`_LinearReLU` and the heads are one matrix product; the same function.
     """
 
     def __init__(self, exp_dim: int, depth: int = 8, width: int = 256, multires: int = 10,
-                 fused: bool = False):
+                 fused: bool = False, residuals: bool = False):
         super().__init__()
         self.exp_dim = exp_dim
         self.embed = PositionalEncoding(3, multires)
@@ -90,7 +92,20 @@ class DeformNetwork(nn.Module):
         self.gaussian_warp = nn.Linear(width, 3)
         self.gaussian_rotation = nn.Linear(width, 4)
         self.gaussian_scaling = nn.Linear(width, 3)
+        self.residuals = residuals
+        if residuals:
+            self.gaussian_opacity = nn.Linear(width, 1)
+            self.gaussian_color = nn.Linear(width, 3)
+            for head in (self.gaussian_opacity, self.gaussian_color):
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
         self.fused = fused
+
+    def _heads(self) -> tuple[nn.Linear, ...]:
+        heads = (self.gaussian_warp, self.gaussian_rotation, self.gaussian_scaling)
+        if self.residuals:
+            heads += (self.gaussian_opacity, self.gaussian_color)
+        return heads
 
     def forward(self, xyz: torch.Tensor, exp: torch.Tensor):
         if exp.dim() == 1:
@@ -103,11 +118,11 @@ class DeformNetwork(nn.Module):
             h = torch.relu(layer(h))
             if i in self.skips:
                 h = torch.cat([inp, h], dim=-1)
-        return self.gaussian_warp(h), self.gaussian_rotation(h), self.gaussian_scaling(h)
+        return tuple(head(h) for head in self._heads())
 
     def _forward_fused(self, inp: torch.Tensor):
         """The same function with tensor-core friendly shapes: the input (and the skip layer's
-        input columns) zero-padded to a multiple of 8 columns and the three heads as one product
+        input columns) zero-padded to a multiple of 8 columns and the heads as one product
         of 16 rows, so every operand row is 16-byte aligned in bf16 (an unaligned row stride,
         as 109 or 365 columns, sends cuBLAS to slow align-1 kernels)."""
         dtype = _compute_dtype(inp)
@@ -124,8 +139,9 @@ class DeformNetwork(nn.Module):
             h = _LinearReLU.apply(h, w, layer.bias, dtype)
             if i in self.skips:
                 h = torch.cat([inp, h], dim=-1)
-        heads = (self.gaussian_warp, self.gaussian_rotation, self.gaussian_scaling)
-        w = F.pad(torch.cat([m.weight for m in heads]), (0, 0, 0, 6))
-        b = F.pad(torch.cat([m.bias for m in heads]), (0, 6))
+        heads = self._heads()
+        rows = sum(m.weight.shape[0] for m in heads)
+        w = F.pad(torch.cat([m.weight for m in heads]), (0, 0, 0, 16 - rows))
+        b = F.pad(torch.cat([m.bias for m in heads]), (0, 16 - rows))
         out = F.linear(h, w.to(dtype), b.to(dtype))
-        return out[:, :3], out[:, 3:7], out[:, 7:10]
+        return tuple(out.split([m.weight.shape[0] for m in heads] + [16 - rows], dim=1)[:-1])

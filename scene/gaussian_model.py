@@ -8,7 +8,14 @@ spherical-harmonics colour coefficients. The math:
 - rotations renormalised after the expression offset, scales ``exp(log_s + d_s)``;
 - each Gaussian's position, normalised to the head's bounding sphere, is rotated by each of its
   K derivations (unit quaternions) and samples the tri-plane, derivation k its own channels;
-- the colour's view direction is taken from the deformed position.
+  ``appearance="deformed"`` (the paper) samples at the deformed position, so whatever passes
+  through a point of space in any frame shares its colour; ``"canonical"`` samples at the
+  Gaussian's own canonical position, so colour and opacity stay with the Gaussian;
+- ``expression_residuals``: the deformation network also changes each Gaussian's opacity
+  (logit) and colour (DC band) with the expression (blinks, lips, the inside of the mouth);
+- the colour's view direction is taken from the deformed position;
+- ``body``: the neck and torso are a second set of Gaussians in the capture camera's frame
+  (:mod:`scene.body_model`), joined to the head's by :meth:`GaussianHead.with_body`.
 
 Models written by other code with other math subclass this one (chosen by the loader).
 """
@@ -18,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scene.body_model import BodyGaussians
 from scene.deform_model import DeformNetwork
 from scene.triplane import TriPlaneDecoder
 from utils.graphics_utils import random_unit_quaternions, rotate_by_quaternions
@@ -51,6 +60,10 @@ class ModelConfig:
     # the deformation network is trained from this iteration on (--warm_up); a model saved
     # earlier is rendered without it
     deform_from: int = 0
+    # defaults: the paper's formulation (what files written without these fields used)
+    appearance: Literal["deformed", "canonical"] = "deformed"
+    expression_residuals: bool = False
+    body: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -107,11 +120,13 @@ class GaussianHead(nn.Module):
         self.derivations = geoopt.ManifoldParameter(
             random_unit_quaternions((n, k)), manifold=geoopt.Sphere()
         )  # [N, K, 4] unit quaternions ("tau" in the original code)
-        self.deform = DeformNetwork(cfg.exp_dim, fused=fused)
+        self.deform = DeformNetwork(cfg.exp_dim, fused=fused,
+                                    residuals=cfg.expression_residuals)
         self.triplane = self.triplane_class(
             sh_degree=cfg.sh_degree, num_derivations=k, resolution=cfg.triplane_res,
             channels=cfg.triplane_channels, levels=cfg.triplane_levels, fused=fused,
         )
+        self.body = BodyGaussians(sh_coeffs=(cfg.sh_degree + 1) ** 2) if cfg.body else None
         self.register_buffer("center", torch.tensor(cfg.center, dtype=torch.float32))
         self.register_buffer("radius", torch.tensor(float(cfg.radius)))
         self.active_sh_degree = 0
@@ -177,6 +192,7 @@ class GaussianHead(nn.Module):
     def network_parameters(self) -> dict[str, list[nn.Parameter]]:
         """Network weights by optimizer group (never mixed with per-Gaussian tensors)."""
         t = self.triplane
+        body = {"body.deform": self.body.network_parameters()} if self.body is not None else {}
         return {
             "deform": list(self.deform.parameters()),
             "trip": [p for planes in t.tri_plane for p in planes],
@@ -184,7 +200,7 @@ class GaussianHead(nn.Module):
             "trip.shs": list(t.shs_net.parameters()),
             "trip.shs_dc": list(t.shs_dc_net.parameters()),
             "trip.shs_rest": list(t.shs_rest_net.parameters()),
-        }
+        } | body
 
     def deforms_at(self, iteration: int) -> bool:
         """Whether the deformation network is in use (trained) at ``iteration``."""
@@ -205,39 +221,62 @@ class GaussianHead(nn.Module):
 
     def frames(self, exps: torch.Tensor | None, campos: torch.Tensor,
                gaussians: dict[str, torch.Tensor] | None = None) -> FrameGaussians:
-        """The Gaussians of B frames, one pass of each network over B x N rows.
+        """The head's Gaussians in B frames, one pass of each network over B x N rows.
 
         exps [B, E] expressions (None: the canonical Gaussians, as in the warm-up), campos
         [B, 3] camera centres -> FrameGaussians with a leading B axis. ``gaussians``: explicit
         per-Gaussian tensors by name (padded copies in the CUDA-graphed training step) instead
-        of the model's own.
+        of the model's own. The body, if any, is joined by :meth:`with_body`.
         """
         t = gaussians if gaussians is not None else self.per_gaussian()
         xyz, rotation, scaling = t["xyz"], t["rotation"], t["scaling"]
         b, n = campos.shape[0], xyz.shape[0]
         q = F.normalize(rotation, dim=-1)
+        d_opacity = d_color = None
         if exps is None:
             means = xyz.expand(b, n, 3)
             quats = F.normalize(q, dim=-1).expand(b, n, 4)
             scales = torch.exp(scaling).expand(b, n, 3)
         else:
-            d_xyz, d_rot, d_scale = self._offsets(xyz, exps)
+            d_xyz, d_rot, d_scale, *residuals = self._offsets(xyz, exps)
             means = xyz + d_xyz
             quats = F.normalize(q + d_rot, dim=-1)
             scales = torch.exp(scaling + d_scale)
-        coords = self.derivation_coords(means, t["derivations"])  # [K, B, N, 3]
+            if residuals:
+                d_opacity, d_color = residuals
+        sampled = means if self.cfg.appearance == "deformed" else xyz.expand(b, n, 3)
+        coords = self.derivation_coords(sampled, t["derivations"])  # [K, B, N, 3]
         coords = coords.reshape(coords.shape[0], b * n, 3)
         dirs = F.normalize(means - campos[:, None], dim=-1).reshape(b * n, 3)
-        opacity, sh = self._decode(coords, dirs)
-        return FrameGaussians(means=means, opacities=opacity.view(b, n),
-                              sh=sh.view(b, n, *sh.shape[1:]), quats=quats, scales=scales)
+        offset = None if d_opacity is None else d_opacity.reshape(b * n)
+        opacity, sh = self._decode(coords, dirs, offset)
+        sh = sh.view(b, n, *sh.shape[1:])
+        if d_color is not None:
+            sh = torch.cat([sh[:, :, :1] + d_color[:, :, None], sh[:, :, 1:]], dim=2)
+        return FrameGaussians(means=means, opacities=opacity.view(b, n), sh=sh, quats=quats,
+                              scales=scales)
+
+    def with_body(self, g: FrameGaussians, capture_c2w: torch.Tensor) -> FrameGaussians:
+        """The head's Gaussians ``g`` (one frame, or B with a leading axis) joined by the body's
+        for the frames' camera-to-head matrices capture_c2w [(B,) 4, 4]; the head's come first.
+        ``g`` itself without a body."""
+        if self.body is None:
+            return g
+        batched = g.means.dim() == 3
+        body = self.body.frames(capture_c2w if batched else capture_c2w[None])
+        if not batched:
+            body = {k: v[0] for k, v in body.items()}
+        dims = {"means": -2, "quats": -2, "scales": -2, "opacities": -1, "sh": -3}
+        return FrameGaussians(**{k: torch.cat([getattr(g, k), body[k]], dim=d)
+                                 for k, d in dims.items()})
 
     def derive(self, exp: torch.Tensor | None, campos: torch.Tensor) -> FrameGaussians:
         """The Gaussians of one frame: exp [E] (None: canonical), campos [3]."""
         return self.frames(None if exp is None else exp[None], campos[None])[0]
 
     def _offsets(self, xyz: torch.Tensor, exps: torch.Tensor):
-        """The deformation network's offsets of position, rotation and scale, [B, N, 3 / 4 / 3].
+        """The deformation network's offsets of position, rotation and scale, [B, N, 3 / 4 / 3]
+        (and with residuals of the opacity's logit and the colour's DC band, [B, N, 1 / 3]).
 
         The positions go in detached: the deformation moves the canonical positions only
         through its output offsets, as in the original code."""
@@ -260,9 +299,10 @@ class GaussianHead(nn.Module):
         return torch.autocast(self.xyz.device.type, dtype=self.autocast_dtype,
                               cache_enabled=False)
 
-    def _decode(self, coords: torch.Tensor, dirs: torch.Tensor):
+    def _decode(self, coords: torch.Tensor, dirs: torch.Tensor,
+                opacity_offset: torch.Tensor | None = None):
         with self.autocast():
-            opacity, _, sh = self.triplane(coords, dirs)
+            opacity, _, sh = self.triplane(coords, dirs, opacity_offset)
         return opacity.float(), sh.float()
 
     # ------------------------------------------------------------------ exchange formats

@@ -1,26 +1,29 @@
-"""Initial Gaussian centres when a dataset has no ``points3d.ply``."""
+"""Initial Gaussians: the head's centres when a dataset has no ``points3d.ply``, and the
+body's in the capture camera's frame."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from scene.dataset_images import read_silhouette
+from scene.dataset_images import read_parsing, read_silhouette
 from scene.dataset_readers import DatasetInfo
 from utils.graphics_utils import GL_TO_CV
 
 
 def carve_random_points(info: DatasetInfo, center: np.ndarray, radius: float, n: int,
-                        seed: int, max_views: int = 24, size: int = 128) -> np.ndarray:
+                        seed: int, max_views: int = 24, size: int = 128,
+                        head_only: bool | None = None) -> np.ndarray:
     """Sample ``n`` points uniformly in the view sphere that project inside the foreground of
-    (almost) every sampled training frame. Without masks, points fill the sphere."""
+    (almost) every sampled training frame (the head of the parsing maps with ``head_only``).
+    Without masks, points fill the sphere."""
     rng = np.random.default_rng(seed)
     frames = info.train_frames
     pick = np.linspace(0, len(frames) - 1, min(max_views, len(frames))).round().astype(int)
     views = []
     src = info.source_intrinsics
     for i in pick:
-        sil = read_silhouette(info, frames[i])
+        sil = read_silhouette(info, frames[i], head_only)
         if sil is None:
             continue
         h, w = sil.shape
@@ -58,3 +61,60 @@ def carve_random_points(info: DatasetInfo, center: np.ndarray, radius: float, n:
         cand /= np.linalg.norm(cand, axis=1, keepdims=True)
         pts = center + radius * cand * rng.random((n, 1)) ** (1 / 3)
     return pts.astype(np.float32)
+
+
+def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray | None,
+                        slots: dict[int, int], head_xyz: np.ndarray, n: int, seed: int,
+                        max_views: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Initial body Gaussians: ``n`` points [n, 3] in the capture camera's frame (OpenGL axes)
+    and their colours [n, 3] in [0, 1].
+
+    The body region of the image is where the person is in at least half of the sampled
+    training frames but the head is not (the neck and torso of the parsing maps; without them,
+    the mask outside the projected head points). Its pixels are lifted to the depth of the head
+    (the body is about as far from the camera), spread over a head radius behind it, and take
+    the frames' median colour. ``images`` / ``masks`` are the loaded frames (rows ``slots``).
+    """
+    rng = np.random.default_rng(seed)
+    intr = info.intrinsics
+    frames = info.train_frames
+    pick = np.linspace(0, len(frames) - 1, min(max_views, len(frames))).round().astype(int)
+    body, colours, depths = [], [], []
+    centre = head_xyz.mean(0)
+    radius = float(np.linalg.norm(head_xyz - centre, axis=1).max()) if len(head_xyz) else 0.1
+    for i in pick:
+        f = frames[i]
+        h2c = np.linalg.inv(f.c2w)  # head-to-camera, OpenGL axes
+        depths.append(-(h2c[:3, :3] @ centre + h2c[:3, 3])[2])
+        parsing = read_parsing(info, f)
+        if parsing is not None:
+            region = parsing["neck"] | parsing["torso"]
+            region = cv2.resize(region.astype(np.uint8), (intr.width, intr.height),
+                                interpolation=cv2.INTER_NEAREST).astype(bool)
+        elif masks is not None:
+            region = masks[slots[f.index]] > 127
+            p = head_xyz @ h2c[:3, :3].T + h2c[:3, 3]
+            z = np.maximum(-p[:, 2], 1e-6)
+            u = np.round(intr.fx * p[:, 0] / z + intr.cx).astype(int)
+            v = np.round(-intr.fy * p[:, 1] / z + intr.cy).astype(int)
+            head = np.zeros_like(region, dtype=np.uint8)
+            ok = (u >= 0) & (u < intr.width) & (v >= 0) & (v < intr.height)
+            head[v[ok], u[ok]] = 1
+            k = max(3, intr.width // 32) | 1
+            head = cv2.dilate(head, np.ones((k, k), np.uint8))
+            region &= ~head.astype(bool)
+        else:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+        body.append(region)
+        colours.append(images[slots[f.index]])
+    votes = np.mean(body, axis=0)
+    ys, xs = np.nonzero(votes >= 0.5)
+    if len(ys) == 0:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+    rgb_median = np.median(np.stack(colours), axis=0) / 255.0  # [H, W, 3]
+    k = rng.integers(0, len(ys), size=n)
+    u = xs[k] + rng.random(n)
+    v = ys[k] + rng.random(n)
+    d = float(np.median(depths)) + radius * rng.uniform(-0.2, 1.0, size=n)
+    xyz = np.stack([(u - intr.cx) / intr.fx * d, -(v - intr.cy) / intr.fy * d, -d], axis=1)
+    return xyz.astype(np.float32), rgb_median[ys[k], xs[k]].astype(np.float32)

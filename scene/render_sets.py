@@ -13,9 +13,10 @@ from scene import Scene
 from scene.cameras import Camera, orbit_cameras
 from scene.dataset_readers import read_driving
 from scene.gaussian_model import GaussianHead
+from scene.novel_views import read_novel_views
 from scene.rendering import RenderNetworks, render_view
 from utils.errors import DatasetError
-from utils.io_utils import VideoWriter, to_uint8, write_png
+from utils.io_utils import VideoWriter, atomic_write_json, to_uint8, write_png
 
 
 class _OrderedWriter:
@@ -64,21 +65,33 @@ class _OrderedWriter:
 def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name: str,
                    background: torch.Tensor, backend: str, device: torch.device,
                    gt_fn=None, fps: float = 25.0, video: bool = True, quiet: bool = False,
-                   deform: bool = True, networks: RenderNetworks | None = None) -> Path:
+                   deform: bool = True, networks: RenderNetworks | None = None,
+                   regions_fn=None, frames_info: list[dict] | None = None) -> Path:
     """Render cameras to ``out_dir/{renders,gt,depth}/%05d.png`` and ``<name>.mp4`` (plus a
     ground truth | render ``<name>_gt_render.mp4`` when ground truth exists). ``deform=False``
     renders the canonical Gaussians (a model saved before its deformation was trained).
     Files are written on a background thread while the next frames render. ``networks``
-    (CUDA graphs of the per-frame networks) replaces ``model.derive`` where given."""
+    (CUDA graphs of the per-frame networks) replaces ``model.derive`` where given.
+
+    ``regions_fn(cam)``: the frame's region label map (or None), written to
+    ``regions/%05d.png`` for metrics.py; ``frames_info``: one dict per camera (img_id, yaw of
+    a novel view, ...), written to ``frames.json`` with each render's file name."""
     renders, gts, depths = out_dir / "renders", out_dir / "gt", out_dir / "depth"
-    for d in (renders, depths) + ((gts,) if gt_fn else ()):
+    regions = out_dir / "regions"
+    for d in (renders, depths) + ((gts,) if gt_fn else ()) + ((regions,) if regions_fn else ()):
         d.mkdir(parents=True, exist_ok=True)
+    if frames_info is not None:
+        atomic_write_json(out_dir / "frames.json", [
+            {"file": f"{k:05d}.png", **info} for k, info in enumerate(frames_info)])
     vid = VideoWriter(out_dir / f"{name}.mp4", fps) if video else None
     side = VideoWriter(out_dir / f"{name}_gt_render.mp4", fps) if video and gt_fn else None
 
-    def write(idx: int, img: np.ndarray, depth: np.ndarray, gt: np.ndarray | None) -> None:
+    def write(idx: int, img: np.ndarray, depth: np.ndarray, gt: np.ndarray | None,
+              labels: np.ndarray | None) -> None:
         write_png(renders / f"{idx:05d}.png", img)
         write_png(depths / f"{idx:05d}.png", depth)
+        if labels is not None:
+            write_png(regions / f"{idx:05d}.png", labels)
         if vid:
             vid.append(img)
         if gt is not None:
@@ -93,11 +106,13 @@ def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name:
                 g = networks.frame(cam.exp.to(device), cam.campos(device))
             else:
                 g = model.derive(cam.exp.to(device) if deform else None, cam.campos(device))
+            g = model.with_body(g, cam.capture(device))
             out = render_view(model, g, cam, background, backend)
             depth = out.depth[0]
             depth = to_uint8(depth / (depth.max() + 1e-5))
             img = to_uint8(out.image.clamp(0, 1))
-            writer.submit(write, idx, img, depth, to_uint8(gt_fn(cam)) if gt_fn else None)
+            writer.submit(write, idx, img, depth, to_uint8(gt_fn(cam)) if gt_fn else None,
+                          regions_fn(cam) if regions_fn else None)
         writer.close()
     except BaseException as err:
         # drop the queued frames; the videos' temporary files are removed whatever happens
@@ -124,11 +139,29 @@ def render_novel_view(model: GaussianHead, scene: Scene, out_root: Path, iterati
     """The test expressions (train ones if there is no test set) seen from an orbit."""
     src = scene.test_cameras or scene.train_cameras
     cams = orbit_cameras([c.exp for c in src], scene.info.intrinsics, scene.camera_distance,
-                         n_frames=n_frames)
+                         n_frames=n_frames, captures=[c.c2w_gl for c in src])
     bg = torch.tensor(scene.background, device=device)
     return render_cameras(model, cams, Path(out_root) / "novel_view" / f"ours_{iteration}",
                           "novel_view", bg, backend, device, None, fps, video, quiet,
                           model.deforms_at(iteration), networks)
+
+
+def render_novel_ground_truth(model: GaussianHead, scene: Scene, out_root: Path,
+                              iteration: int, backend: str, device: torch.device,
+                              fps: float = 25.0, video: bool = True, quiet: bool = False,
+                              networks: RenderNetworks | None = None) -> Path | None:
+    """The dataset's novel views with ground truth (``<dataset>/novel/``, see
+    :mod:`scene.novel_views`) into ``novel/ours_N/`` with gt/, regions/ and frames.json (the
+    yaw of each view), for metrics.py; None where the dataset has none."""
+    info = scene.info
+    novel = read_novel_views(info.root, scene.resolution, scene.background, info.exp_dim)
+    if novel is None:
+        return None
+    bg = torch.tensor(scene.background, device=device)
+    return render_cameras(model, novel.cameras, Path(out_root) / "novel" / f"ours_{iteration}",
+                          "novel", bg, backend, device, novel.gt, fps, video, quiet,
+                          model.deforms_at(iteration), networks, regions_fn=novel.regions,
+                          frames_info=novel.frames_info)
 
 
 def driving_cameras(path: str, model: GaussianHead, scene: Scene, use_pose: bool

@@ -42,6 +42,7 @@ def render_batch(model: GaussianHead, cameras: list[Camera], background: torch.T
     exps = torch.stack([t[3] for t in tens])
     campos = torch.stack([t[2] for t in tens])
     g = networks(exps, campos) if networks is not None else model.frames(exps, campos)
+    g = model.with_body(g, torch.stack([c.capture(device) for c in cameras]))
     out = rasterize(
         g.means, g.quats, g.scales, g.opacities, g.sh, torch.stack([t[0] for t in tens]),
         torch.stack([t[1] for t in tens]), cameras[0].width, cameras[0].height,

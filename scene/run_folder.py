@@ -8,6 +8,7 @@ original GaussianHead release's layout (so each side reads the other's runs)::
     deform/iteration_N/deform.pth              deformation network state_dict
     trip/iteration_N/trip.pth                  tri-planes and decoders state_dict
     tilted/iteration_N/tilted.pth              {'tau': [N, K, 4]} derivation quaternions
+    body/iteration_N/body.pth                  ours, with a body: its Gaussians and network
     model_meta.json                            ours: format version and the model's config
     checkpoint.pt                              ours: everything needed to resume
     eval_log.json                              ours: test metrics at --test_iterations
@@ -39,8 +40,9 @@ from utils.ply_io import read_gaussians, write_gaussians, write_points
 
 FORMAT = "gaussianhead-open"
 # One version for model_meta.json and checkpoint.pt. 2: positions rotated by the derivation
-# quaternions (version 1 files used the column-sum coordinates of V1GaussianHead).
-FORMAT_VERSION = 2
+# quaternions (version 1 files used the column-sum coordinates of V1GaussianHead). 3: the
+# appearance, expression-residual and body options (absent from older files: the paper's).
+FORMAT_VERSION = 3
 CHECKPOINT_FORMAT = "gaussianhead-open-checkpoint"
 META_FILE = "model_meta.json"
 CHECKPOINT = "checkpoint.pt"
@@ -50,6 +52,7 @@ COMPONENTS = {
     "deform": "deform.pth",
     "trip": "trip.pth",
     "tilted": "tilted.pth",
+    "body": "body.pth",  # only for a model with a body
 }
 
 # ----------------------------------------------------------------------------------------------
@@ -158,10 +161,24 @@ def available_iterations(model_path: Path) -> list[int]:
     return sorted(its)
 
 
+def _components(model_path: Path) -> list[str]:
+    """The components an iteration of this run consists of."""
+    comps = [c for c in COMPONENTS if c != "body"]
+    meta = Path(model_path) / META_FILE
+    if meta.is_file():
+        try:
+            if json.loads(meta.read_text()).get("model", {}).get("body"):
+                comps.append("body")
+        except (ValueError, AttributeError):
+            pass  # read_config reports a broken file
+    return comps
+
+
 def resolve_iteration(model_path: Path, iteration: int = -1) -> int:
     """The requested iteration, or for -1 the latest one saved whole (a save cut short by a
     crash leaves an incomplete iteration, which is passed over); checks every component."""
     model_path = Path(model_path)
+    components = _components(model_path)
     its = available_iterations(model_path)
     if not its:
         raise CheckpointError(
@@ -170,14 +187,14 @@ def resolve_iteration(model_path: Path, iteration: int = -1) -> int:
         )
     if iteration == -1:
         complete = [i for i in its if all(_component(model_path, c, i).is_file()
-                                          for c in COMPONENTS)]
+                                          for c in components)]
         it = complete[-1] if complete else its[-1]
     else:
         it = iteration
     if it not in its:
         raise CheckpointError(f"{model_path} has no saved iteration {it}; saved: "
                               f"{', '.join(map(str, its))}. Fix: pass one of them to --iteration.")
-    for comp in COMPONENTS:
+    for comp in components:
         p = _component(model_path, comp, it)
         if not p.is_file():
             raise CheckpointError(f"{p} is missing, so iteration {it} cannot be loaded as a "
@@ -208,6 +225,8 @@ def save_model(model_path: Path, model: GaussianHead, iteration: int,
     atomic_torch_save(cpu(model.deform.state_dict()), _component(model_path, "deform", iteration))
     atomic_torch_save(cpu(model.triplane.state_dict()), _component(model_path, "trip", iteration))
     atomic_torch_save(cpu(model.tilted_state_dict()), _component(model_path, "tilted", iteration))
+    if model.body is not None:
+        atomic_torch_save(cpu(model.body.state_dict()), _component(model_path, "body", iteration))
     with torch.no_grad():
         if campos is None:
             campos = torch.zeros(3, device=model.xyz.device)
@@ -295,7 +314,16 @@ def load_model(model_path: str | Path, iteration: int = -1, *,
     model = cls(cfg, num_points=0, autocast_dtype=autocast_dtype, fused=fused)
     model.set_gaussians({**{k: torch.from_numpy(v) for k, v in gauss.items()},
                          "derivations": tau.float()})
-    for name, module in (("deform", model.deform), ("trip", model.triplane)):
+    parts = [("deform", model.deform), ("trip", model.triplane)]
+    if model.body is not None:
+        parts.append(("body", model.body))
+        sd = _torch_load(_component(model_path, "body", it))
+        try:
+            model.body.set_gaussians({k: sd[k] for k in model.body.per_gaussian()})
+        except KeyError as err:
+            raise CheckpointError(f"{_component(model_path, 'body', it)} has no {err} entry. "
+                                  "Fix: restore it or pass another --iteration.") from None
+    for name, module in parts:
         sd = _torch_load(_component(model_path, name, it))
         try:
             module.load_state_dict(sd)

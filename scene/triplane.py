@@ -108,25 +108,30 @@ class TriPlaneDecoder(nn.Module):
                              padding_mode="border", align_corners=True)
         return samp.reshape(3, k, self.channels // k, n)
 
-    def forward(self, coords: torch.Tensor, dirs: torch.Tensor):
+    def forward(self, coords: torch.Tensor, dirs: torch.Tensor,
+                opacity_offset: torch.Tensor | None = None):
         """coords [K, N, 3], unit view directions dirs [N, 3] ->
-        opacity [N], geometry features [N, C], SH [N, (d+1)^2, 3]."""
-        return self.decode(self.plane_features(coords), dirs)
+        opacity [N], geometry features [N, C], SH [N, (d+1)^2, 3]. ``opacity_offset`` [N] is
+        added to the opacity's logit."""
+        return self.decode(self.plane_features(coords), dirs, opacity_offset)
 
-    def decode(self, feat: torch.Tensor, dirs: torch.Tensor):
+    def decode(self, feat: torch.Tensor, dirs: torch.Tensor,
+               opacity_offset: torch.Tensor | None = None):
         """The decoders alone: features [N, C], unit view directions [N, 3] -> opacity [N],
         geometry features [N, C], SH [N, (d+1)^2, 3]."""
         if self.fused:
-            return self._decode_aligned(feat, dirs)
+            return self._decode_aligned(feat, dirs, opacity_offset)
         out = self.opacity_net(feat)
-        opacity = torch.sigmoid(out[:, 0])
+        logit = out[:, 0] if opacity_offset is None else out[:, 0] + opacity_offset
+        opacity = torch.sigmoid(logit)
         geo = out[:, 1:]
         h = self.shs_net(torch.cat([geo, dirs], dim=-1))
         dc = self.shs_dc_net(h).view(-1, 1, 3)
         rest = self.shs_rest_net(h).view(-1, (self.sh_degree + 1) ** 2 - 1, 3)
         return opacity, geo, torch.cat([dc, rest], dim=1)
 
-    def _decode_aligned(self, feat: torch.Tensor, dirs: torch.Tensor):
+    def _decode_aligned(self, feat: torch.Tensor, dirs: torch.Tensor,
+                        opacity_offset: torch.Tensor | None = None):
         """:meth:`decode` with every matrix operand's row a
         multiple of 8 values: the geometry output padded from 1 + C to a multiple of 8 rows, the
         colour MLP's input ([geometry, direction], C + 3 columns) zero-padded likewise, and the
@@ -138,7 +143,8 @@ class TriPlaneDecoder(nn.Module):
             h = torch.sigmoid(layer(h))
         w = layers[-1].weight  # [1 + C, hidden]
         out = F.linear(h, F.pad(w, (0, 0, 0, -w.shape[0] % 8)))
-        opacity = torch.sigmoid(out[:, 0])
+        logit = out[:, 0] if opacity_offset is None else out[:, 0] + opacity_offset
+        opacity = torch.sigmoid(logit)
         geo = out[:, 1:w.shape[0]]
         first, second = self.shs_net.net
         x = torch.cat([geo, dirs.to(geo.dtype)], dim=-1)

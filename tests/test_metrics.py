@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import metrics
+from utils import set_metrics
 from utils.errors import OptionError
 from utils.loss_utils import ssim
 from utils.metrics_utils import MIN_REGION_PIXELS, region_metrics, ssim_map
@@ -169,8 +170,8 @@ def test_find_sets_needs_renders_and_gt(tmp_path):
     run = _novel_run(tmp_path / "run")
     (run / "point_cloud" / "iteration_7").mkdir(parents=True)
     assert metrics.find_sets(run) == ["novel", "test"]
-    assert metrics.yaw_key(15) == "+15" and metrics.yaw_key(-30.0) == "-30"
-    assert metrics.yaw_key(7.5) == "+7.5"
+    assert set_metrics.yaw_key(15) == "+15" and set_metrics.yaw_key(-30.0) == "-30"
+    assert set_metrics.yaw_key(7.5) == "+7.5"
 
 
 @pytest.mark.parametrize(

@@ -129,7 +129,7 @@ def test_derivation_coordinates_rotate_and_older_configs_keep_theirs(tmp_path):
     # model_meta.json: version 1 without the field reads as "v1"; ours are written with it
     write_meta(tmp_path, m)
     meta = json.loads((tmp_path / "model_meta.json").read_text())
-    assert meta["version"] == FORMAT_VERSION == 2
+    assert meta["version"] == FORMAT_VERSION == 3
     assert read_config(tmp_path, 0) == (m.cfg, GaussianHead)
     meta["version"] = 1
     del meta["model"]["derivation_coords"]

@@ -102,7 +102,7 @@ def test_checkpoint_records_its_version_and_newer_ones_are_refused(run, tmp_path
 
     out, _ = run
     ckpt = read_checkpoint(out)
-    assert ckpt["version"] == FORMAT_VERSION == 2
+    assert ckpt["version"] == FORMAT_VERSION == 3
     assert ckpt["model_config"]["derivation_coords"] == "rotate"
     ckpt["version"] = FORMAT_VERSION + 1
     torch.save(ckpt, tmp_path / CHECKPOINT)

@@ -28,11 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_to(p)
     run = p.add_argument_group("Run")
     run.add_argument("--test_iterations", nargs="+", type=int, default=argparse.SUPPRESS,
-                     help="evaluate on the test frames at these iterations (default: 4000, "
-                          "6000, 7000, then every 5000 from 10000; needs --eval)")
+                     help="evaluate on the test frames at these iterations (default: halfway; "
+                          "the last iteration always; needs --eval)")
     run.add_argument("--save_iterations", nargs="+", type=int, default=argparse.SUPPRESS,
-                     help="save the model at these iterations (default: 3000, 7000, 10000, "
-                          "20000, 30000, 40000, then every 10000 from 50000; the last "
+                     help="save the model at these iterations (default: halfway; the last "
                           "iteration is always saved)")
     run.add_argument("--seed", type=int, default=argparse.SUPPRESS,
                      help="random seed of the initial points, derivations and frame order "
@@ -45,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="true|false",
                      help="after training, also render the test expressions from a camera "
                           "orbiting the head (as render.py --novel_view)")
+    run.add_argument("--time_limit", type=float, default=None, metavar="MINUTES",
+                     help="stop after this many minutes of training steps (evaluation and "
+                          "saving not counted), evaluating and saving there; the schedule "
+                          "stays that of --iterations")
     run.add_argument("--quiet", nargs="?", const=True, type=str2bool, default=False,
                      metavar="true|false", help="no progress bar")
     run.add_argument("--tensorboard", nargs="?", const=True, type=str2bool, default=True,
@@ -55,12 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_test_iterations(iterations: int) -> list[int]:
-    return [4_000, 6_000, 7_000] + list(range(10_000, iterations + 1, 5_000))
+    """Halfway (and, always with --eval, the last iteration)."""
+    return [iterations // 2]
 
 
 def default_save_iterations(iterations: int) -> list[int]:
-    return [3_000, 7_000, 10_000, 20_000, 30_000, 40_000] + list(
-        range(50_000, iterations + 1, 10_000))
+    """Halfway (and, always, the last iteration)."""
+    return [iterations // 2]
 
 
 def train(argv: list[str] | None = None):
@@ -86,7 +90,8 @@ def train(argv: list[str] | None = None):
     trainer = Trainer(data, opt, pipe, test_iterations=test_its, save_iterations=save_its,
                       seed=values["seed"], quiet=values["quiet"], checkpoint=ckpt,
                       tensorboard=values["tensorboard"])
-    trainer.final_metrics = trainer.run()
+    limit = values.get("time_limit")
+    trainer.final_metrics = trainer.run(None if limit is None else 60.0 * limit)
     if values["novel_view"]:
         d = render_novel_view(trainer.model, trainer.scene, trainer.model_path, opt.iterations,
                               trainer.backend, trainer.device, quiet=values["quiet"])

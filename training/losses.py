@@ -1,11 +1,12 @@
 """The training objective: its terms, their weights, and the loss as one callable.
 
-loss = (1 - lambda_dssim) L1 + lambda_dssim (1 - SSIM) + lambda_vgg VGG
+loss = (1 - lambda_dssim) L1 + lambda_dssim (1 - SSIM) + lambda_vgg VGG + lambda_alpha |A - M|
 
-(the VGG perceptual term only where its weights are available). :class:`TrainingLoss`
-evaluates it for one rendered frame against its uint8 ground truth and returns the weighted
-total and every term by name; on the fast path it is replayed from a CUDA graph (one capture
-per image size). The benchmarks use the same class.
+(the VGG perceptual term only where its weights are available; the alpha term, the mean
+distance between the rendered alpha A and the frame's mask M, only with masks).
+:class:`TrainingLoss` evaluates it for one rendered frame against its uint8 ground truth and
+returns the weighted total and every term by name; on the fast path it is replayed from a CUDA
+graph (one capture per image size). The benchmarks use the same class.
 """
 
 from __future__ import annotations
@@ -17,28 +18,35 @@ from utils.cuda_graph_utils import prepare_capture
 from utils.loss_utils import l1_loss, ssim
 
 
-def loss_weights(lambda_dssim: float, lambda_vgg: float, with_vgg: bool) -> dict[str, float]:
+def loss_weights(lambda_dssim: float, lambda_vgg: float, with_vgg: bool,
+                 lambda_alpha: float = 0.0) -> dict[str, float]:
     """The weight of every term of the objective, by name."""
     weights = {"l1": 1.0 - lambda_dssim, "ssim": lambda_dssim}
     if with_vgg:
         weights["vgg"] = lambda_vgg
+    if lambda_alpha > 0:
+        weights["alpha"] = lambda_alpha
     return weights
 
 
 class _LossModule(nn.Module):
-    """(rendered image [3, H, W], ground truth uint8 [H, W, 3]) -> (weighted total, the
-    terms [l1, 1 - ssim(, vgg)] detached)."""
+    """(rendered image [3, H, W], ground truth uint8 [H, W, 3](, rendered alpha [1, H, W],
+    mask uint8 [H, W])) -> (weighted total, the terms [l1, 1 - ssim(, vgg)(, alpha)]
+    detached)."""
 
     def __init__(self, weights: dict[str, float], vgg: nn.Module | None):
         super().__init__()
         self.weights = weights
         object.__setattr__(self, "_vgg", vgg)  # frozen weights: not parameters of the graph
 
-    def forward(self, image: torch.Tensor, gt_u8: torch.Tensor):
+    def forward(self, image: torch.Tensor, gt_u8: torch.Tensor,
+                alpha: torch.Tensor | None = None, mask_u8: torch.Tensor | None = None):
         gt = gt_u8.permute(2, 0, 1).float() / 255.0
         terms = [l1_loss(image, gt), 1.0 - ssim(image, gt)]
         if self._vgg is not None:
             terms.append(self._vgg(image, gt))
+        if "alpha" in self.weights:
+            terms.append(l1_loss(alpha[0], mask_u8.float() / 255.0))
         total = sum(w * t for w, t in zip(self.weights.values(), terms))
         return total, torch.stack(terms).detach()
 
@@ -48,27 +56,32 @@ class TrainingLoss:
     size)."""
 
     def __init__(self, lambda_dssim: float, lambda_vgg: float, vgg: nn.Module | None,
-                 graphs: bool, warmup: int = 3):
-        weights = loss_weights(lambda_dssim, lambda_vgg, vgg is not None)
+                 graphs: bool, lambda_alpha: float = 0.0, warmup: int = 3):
+        weights = loss_weights(lambda_dssim, lambda_vgg, vgg is not None, lambda_alpha)
         self.names = list(weights)
         self.module = _LossModule(weights, vgg)
         self.graphs = graphs
         self.warmup = warmup
         self._fns: dict[tuple, object] = {}
 
-    def __call__(self, image: torch.Tensor, gt_u8: torch.Tensor
+    def __call__(self, image: torch.Tensor, gt_u8: torch.Tensor,
+                 alpha: torch.Tensor | None = None, mask_u8: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of a rendered frame; ``alpha`` and ``mask_u8`` are needed (only) when the
+        objective has an alpha term."""
+        args = (image, gt_u8) + ((alpha, mask_u8) if "alpha" in self.module.weights else ())
         if self.graphs:
             key = tuple(image.shape)
             if key not in self._fns:
                 prepare_capture(image.device)
-                sample = (image.detach().clone().requires_grad_(True), gt_u8.clone())
+                sample = tuple(a.detach().clone().requires_grad_(a.requires_grad)
+                               for a in args)
                 self._fns[key] = torch.cuda.make_graphed_callables(
                     _LossModule(self.module.weights, self.module._vgg), sample,
                     num_warmup_iters=self.warmup)
-            total, terms = self._fns[key](image, gt_u8)
+            total, terms = self._fns[key](*args)
         else:
-            total, terms = self.module(image, gt_u8)
+            total, terms = self.module(*args)
         out = dict(zip(self.names, terms.unbind()))
         out["total"] = total
         return total, out

@@ -178,12 +178,19 @@ class SphereAdam(geoopt.optim.RiemannianAdam):
         return loss
 
 
-def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False):
+# the body's rates: 3DGS's for its per-Gaussian tensors (positions x the scene extent)
+BODY_LRS = {"xyz": 1.6e-4, "scaling": 5e-3, "rotation": 1e-3, "color": 2.5e-3, "opacity": 5e-2,
+            "deform": 1e-3}
+
+
+def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False,
+                     extent: float = 1.0):
     """The original code's optimizers: Adam for the per-Gaussian tensors (one group each),
     Riemannian Adam for the derivations on the sphere, Adam for the networks (one per part);
+    with a body, Adam for its per-Gaussian tensors (3DGS's rates, positions scaled by
+    ``extent``) as a fourth optimizer and its pose network in the networks' optimizer.
     ``fused`` selects this module's classes (torch's fused Adam kernel, a vectorised sphere
-    step).
-    Returns the optimizers and the learning-rate schedules by group name."""
+    step). Returns the optimizers and the learning-rate schedules by group name."""
     s = o.spatial_lr_scale
     # the fast path's optimizers: the same updates and state, with less host work per step
     adam = FusedAdam if fused else torch.optim.Adam
@@ -199,11 +206,24 @@ def build_optimizers(m: GaussianHead, o: OptimizationParams, fused: bool = False
     lrs = {"deform": o.position_lr_init * s, "trip": o.triplane_lr,
            "trip.opacity": o.opacity_lr, "trip.shs": o.feature_lr,
            "trip.shs_dc": o.feature_lr, "trip.shs_rest": o.feature_lr / 20.0}
+    if m.body is not None:
+        lrs["body.deform"] = BODY_LRS["deform"]
     opt_net = adam([{"params": nets[k], "lr": lrs[k], "name": k} for k in lrs], lr=0.0,
                    eps=1e-15)
     optimizers = [opt_gauss, opt_deriv, opt_net]
     check_optimizer_layout(m, optimizers)
-    schedules = {
+    schedules = {}
+    if m.body is not None:
+        body = m.body.per_gaussian()
+        rates = {k: BODY_LRS[k] * (extent if k == "xyz" else 1.0) for k in body}
+        optimizers.append(adam([{"params": [p], "lr": rates[k], "name": f"body.{k}"}
+                                for k, p in body.items()], lr=0.0, eps=1e-15))
+        check_optimizer_layout(m.body, optimizers)
+        schedules["body.xyz"] = expon_lr(rates["xyz"], rates["xyz"] / 100,
+                                         o.position_lr_max_steps)
+        schedules["body.deform"] = expon_lr(BODY_LRS["deform"], BODY_LRS["deform"] / 100,
+                                            o.deform_lr_max_steps)
+    schedules |= {
         "xyz": expon_lr(o.position_lr_init * s, o.position_lr_final * s,
                         o.position_lr_max_steps),
         "deform": expon_lr(o.position_lr_init * s, o.position_lr_final, o.deform_lr_max_steps),

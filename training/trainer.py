@@ -25,12 +25,11 @@ from arguments import ModelParams, OptimizationParams, PipelineParams
 from gaussian_renderer import RenderOutput, means2d_grad
 from scene import Scene
 from scene.cameras import Camera
-from scene.gaussian_model import SH_DEGREE_INTERVAL, GaussianHead, ModelConfig
+from scene.gaussian_model import SH_DEGREE_INTERVAL
 from scene.rendering import render_view
 from scene.run_folder import (
     CHECKPOINT,
     append_eval_log,
-    checkpoint_model,
     config_record,
     save_model,
     write_cameras_json,
@@ -42,12 +41,12 @@ from scene.run_folder import (
 from training.cuda_graphs import FrameNetworks
 from training.densification import Densifier, DensifyConfig
 from training.losses import TrainingLoss
+from training.model_setup import build_model
 from training.optimizers import build_optimizers, load_as_built
 from training.run_control import CameraSampler, DeferredInterrupt
 from utils.errors import OptionError, TrainingDiverged
 from utils.execution import Execution, resolve_execution
 from utils.general_utils import seed_everything
-from utils.graphics_utils import bounding_sphere
 from utils.loss_utils import make_perceptual_loss
 from utils.metrics_utils import image_metrics, make_lpips, mean_metrics
 from utils.profiling import Phases
@@ -62,7 +61,9 @@ class Trainer:
                  quiet: bool = False, checkpoint: dict | None = None,
                  tensorboard: bool = True, execution: Execution | None = None,
                  log=print):
-        self.data, self.opt, self.pipe = data, opt, pipe
+        # the options as given (saved for --resume) and with the schedule resolved (used)
+        self.data, self.options, self.pipe = data, opt, pipe
+        opt = self.opt = opt.resolved()
         # as asked (kept in the checkpoint for --resume)
         self.asked_iterations = {"test_iterations": list(test_iterations),
                                  "save_iterations": list(save_iterations)}
@@ -107,43 +108,29 @@ class Trainer:
                               "--resume to continue it, or another -m for a new run.")
 
         # 2. model, optimizers, densification
-        init_note = None
-        model_cls = GaussianHead
-        if ckpt is None:
-            xyz, init_note = self.scene.initial_points(data.init_points, seed)
-            # tri-plane coordinates are normalised to the head's bounding sphere (from the
-            # initial points) so that the planes' resolution covers the head
-            center, radius = bounding_sphere(xyz)
-            cfg = ModelConfig(
-                exp_dim=self.scene.exp_dim, sh_degree=data.sh_degree,
-                num_derivations=data.num_derivations, triplane_res=data.triplane_res,
-                triplane_channels=data.triplane_channels, center=center, radius=radius,
-                deform_from=opt.warm_up,
-            )
-        else:
-            cfg, model_cls = checkpoint_model(ckpt)
-        self.cfg = cfg
-        ex = self.execution
-        self.model = model_cls(cfg, autocast_dtype=ex.autocast_dtype, fused=ex.fused).to(
-            self.device)
-        if ckpt is None:
-            gen = torch.Generator().manual_seed(seed)
-            self.model.init_from_points(xyz, gen)
-            self.init_xyz = xyz
+        self.model, self.init_xyz, init_note = build_model(
+            self.scene, data, opt, seed, self.execution, ckpt)
+        self.cfg = self.model.cfg
+        self.extent = (opt.scene_extent if opt.scene_extent > 0 else self.scene.extent
+                       if opt.scene_extent == 0 else
+                       max(self.scene.extent, 1.1 * self.scene.camera_distance))
         self._build_optimizers()
-        self.densifier = Densifier(
-            DensifyConfig(
-                grad_threshold=opt.densify_grad_threshold, percent_dense=opt.percent_dense,
-                min_opacity=opt.min_opacity, max_screen_size=opt.max_screen_size,
-                interval=opt.densification_interval, start=opt.densify_from_iter,
-                stop=opt.densify_until_iter, size_prune_after=opt.opacity_reset_interval,
-            ),
-            self.model.num_gaussians, self.device,
+        dcfg = DensifyConfig(
+            grad_threshold=opt.densify_grad_threshold, percent_dense=opt.percent_dense,
+            min_opacity=opt.min_opacity, max_screen_size=opt.max_screen_size,
+            interval=opt.densification_interval, start=opt.densify_from_iter,
+            stop=opt.densify_until_iter, size_prune_after=opt.opacity_reset_interval,
         )
+        self.densifier = Densifier(dcfg, self.model.num_gaussians, self.device)
+        self.body_densifier = (Densifier(dcfg, self.model.body.num_gaussians, self.device)
+                               if self.cfg.body else None)
         self.sampler = CameraSampler(len(self.scene.train_cameras), seed)
         self.vgg, self.vgg_note = make_perceptual_loss(opt.lambda_vgg, self.device)
-        self.loss_fn = TrainingLoss(opt.lambda_dssim, opt.lambda_vgg, self.vgg, ex.graphs)
-        self.frame_networks = FrameNetworks(self.model, ex.graphs)
+        self.use_alpha = opt.lambda_alpha > 0 and self.scene.images.masks is not None
+        self.loss_fn = TrainingLoss(opt.lambda_dssim, opt.lambda_vgg, self.vgg,
+                                    self.execution.graphs,
+                                    opt.lambda_alpha if self.use_alpha else 0.0)
+        self.frame_networks = FrameNetworks(self.model, self.execution.graphs)
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
         self.start_iteration = 1
         self.last_saved: int | None = None
@@ -177,9 +164,9 @@ class Trainer:
         return d
 
     def _build_optimizers(self) -> None:
-        self.optimizers, self.schedules = build_optimizers(self.model, self.opt,
-                                                           self.execution.fast_optimizers)
-        self.opt_gauss, self.opt_deriv, self.opt_net = self.optimizers
+        self.optimizers, self.schedules = build_optimizers(
+            self.model, self.opt, self.execution.fast_optimizers, self.extent)
+        self.opt_gauss, self.opt_deriv, self.opt_net = self.optimizers[:3]
 
     def _set_learning_rates(self, iteration: int) -> None:
         for opt in self.optimizers:
@@ -193,6 +180,7 @@ class Trainer:
         """Render a camera with the model as it is (no gradients are kept by the caller)."""
         _, _, campos, exp = cam.tensors(self.device, self.model.centred_principal_point)
         g = self.model.derive(exp if self.model.deforms_at(iteration) else None, campos)
+        g = self.model.with_body(g, cam.capture(self.device))
         return render_view(self.model, g, cam, self.background, self.backend)
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
@@ -209,10 +197,14 @@ class Trainer:
         with phase("networks forward"):
             # padded and CUDA-graphed on the fast path; the arithmetic of model.derive
             g = self.frame_networks(exp, campos, deform=self.model.deforms_at(iteration))
+            n_head = g.means.shape[0]
+            g = self.model.with_body(g, cam.capture(self.device))
         with phase("rasterization forward"):
             out = render_view(self.model, g, cam, self.background, self.backend)
         with phase("loss forward"):
-            loss, terms = self.loss_fn(out.image, self.scene.images.images[cam.image_slot])
+            store = self.scene.images
+            mask = store.masks[cam.image_slot] if self.use_alpha else None
+            loss, terms = self.loss_fn(out.image, store.images[cam.image_slot], out.alpha, mask)
         # Stop before a non-finite loss reaches the parameters. On the CPU the check is free; on
         # CUDA it would stall the queue, so it runs every 10 iterations (non-finite sample
         # coordinates are made harmless in the tri-plane meanwhile).
@@ -224,15 +216,13 @@ class Trainer:
         with torch.no_grad():
             if iteration < o.densify_until_iter:
                 with phase("densification statistics"):
-                    self.densifier.observe(means2d_grad(out), out.radii, g.opacities,
-                                           cam.width, cam.height)
+                    grad = means2d_grad(out)
+                    for d, rows in self._sets(n_head):
+                        d.observe(None if grad is None else grad[rows], out.radii[rows],
+                                  g.opacities[rows], cam.width, cam.height)
                 if self.densifier.due(iteration):
                     with phase("densification"):
-                        stats = self.densifier.densify_and_prune(
-                            self.model, self.optimizers, self.scene.extent, iteration)
-                    if self.tb:
-                        for k, v in stats.items():
-                            self.tb.add_scalar(f"densify/{k}", v, iteration)
+                        self._densify(iteration)
         for opt in self.optimizers:
             with phase(f"optimizer step ({opt.param_groups[0]['name']}...)"):
                 opt.step()
@@ -241,8 +231,32 @@ class Trainer:
         # copies: on the fast path the terms are views of the loss graph's static outputs
         return {k: v.detach().clone() for k, v in terms.items()}
 
+    def _sets(self, n_head: int) -> list[tuple[Densifier, slice]]:
+        """Each densifier with its Gaussians' rows in a frame's joined tensors."""
+        out = [(self.densifier, slice(0, n_head))]
+        if self.body_densifier is not None:
+            out.append((self.body_densifier, slice(n_head, None)))
+        return out
+
+    def _densify(self, iteration: int) -> None:
+        """Clone, split and prune the head's Gaussians and the body's, each with its own
+        statistics, in the optimizers of its own parameters."""
+        stats = self.densifier.densify_and_prune(self.model, self.optimizers, self.extent,
+                                                 iteration)
+        if self.body_densifier is not None:
+            body = self.body_densifier.densify_and_prune(
+                self.model.body, self.optimizers, self.extent, iteration)
+            stats |= {f"body_{k}": v for k, v in body.items()}
+        if self.tb:
+            for k, v in stats.items():
+                self.tb.add_scalar(f"densify/{k}", v, iteration)
+
     # ------------------------------------------------------------------ the loop
-    def run(self) -> dict:
+    def run(self, time_limit: float | None = None) -> dict:
+        """Train to --iterations, or until ``time_limit`` seconds of training (evaluation and
+        saving not counted) have passed: the last iteration is then evaluated and saved there.
+        Returns the last test metrics; ``self.train_seconds`` and ``self.last_iteration`` say
+        how long and how far it trained."""
         o = self.opt
         last = o.iterations
         if self.start_iteration > last:
@@ -256,9 +270,19 @@ class Trainer:
         final_metrics: dict = {}
         iteration = self.start_iteration - 1
         t0 = time.time()
+        self.train_seconds = 0.0
         with DeferredInterrupt(self.log) as interrupt:
             for iteration in bar:
+                t_step = time.perf_counter()
                 terms = self.step(iteration)
+                self.train_seconds += time.perf_counter() - t_step
+                out_of_time = time_limit is not None and self.train_seconds >= time_limit
+                if out_of_time and iteration < last:
+                    self.log(f"\n[run] time limit of {time_limit:.0f} s reached at iteration "
+                             f"{iteration}")
+                    if self.data.eval:
+                        self.test_iterations.append(iteration)
+                    self.save_iterations.append(iteration)
                 if iteration % 10 == 0 or iteration == last:
                     values = {k: float(v.detach()) for k, v in terms.items()}
                     if not math.isfinite(values["total"]):
@@ -277,6 +301,8 @@ class Trainer:
                     final_metrics = self.evaluate(iteration)
                 if iteration in self.save_iterations:
                     self.save(iteration)
+                if out_of_time:
+                    break
                 if interrupt.requested:
                     bar.close()
                     self.save(iteration, checkpoint_only=True)
@@ -285,8 +311,12 @@ class Trainer:
                              f"-m {self.model_path} --resume")
                     raise KeyboardInterrupt
         bar.close()
-        self.log(f"[run] trained {last - self.start_iteration + 1} iterations in "
-                 f"{time.time() - t0:.1f} s; {self.model.num_gaussians} Gaussians")
+        self.last_iteration = iteration
+        self.log(f"[run] trained {iteration - self.start_iteration + 1} iterations in "
+                 f"{time.time() - t0:.1f} s ({self.train_seconds:.1f} s in training steps); "
+                 f"{self.model.num_gaussians} Gaussians"
+                 + (f" + {self.model.body.num_gaussians} body" if self.model.body is not None
+                    else ""))
         if self.tb:
             self.tb.close()
         return final_metrics
@@ -339,13 +369,15 @@ class Trainer:
     def _checkpoint(self, iteration: int) -> dict:
         return {
             "iteration": iteration,
-            "data": self.data.to_dict(), "optimization": self.opt.to_dict(),
+            "data": self.data.to_dict(), "optimization": self.options.to_dict(),
             "pipeline": self.pipe.to_dict(), "seed": self.seed, **self.asked_iterations,
             "model_config": config_record(self.model),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "active_sh_degree": self.model.active_sh_degree,
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "densifier": {k: v.cpu() for k, v in self.densifier.state_dict().items()},
+            "body_densifier": None if self.body_densifier is None else {
+                k: v.cpu() for k, v in self.body_densifier.state_dict().items()},
             "sampler": self.sampler.state_dict(),
             "rng": {
                 "python": random.getstate(),
@@ -360,6 +392,9 @@ class Trainer:
         n = sd["xyz"].shape[0]
         self.model.set_gaussians({k: sd[k] for k in ("xyz", "scaling", "rotation",
                                                      "derivations")})
+        if self.model.body is not None:
+            self.model.body.set_gaussians({k: sd[f"body.{k}"] for k in
+                                           self.model.body.per_gaussian()})
         self.model.load_state_dict(sd)
         self.model.to(self.device)
         self.model.active_sh_degree = ckpt["active_sh_degree"]
@@ -373,6 +408,8 @@ class Trainer:
                 st["step"] = int(st["step"].item())
         self.densifier.load_state_dict(ckpt["densifier"])
         assert len(self.densifier) == n
+        if self.body_densifier is not None:
+            self.body_densifier.load_state_dict(ckpt["body_densifier"])
         self.sampler.load_state_dict(ckpt["sampler"])
         rng = ckpt["rng"]
         random.setstate(rng["python"])

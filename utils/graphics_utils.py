@@ -68,3 +68,36 @@ def bounding_sphere(xyz: np.ndarray, margin: float = 1.1) -> tuple[tuple[float, 
     centre = (xyz.min(0) + xyz.max(0)) / 2
     radius = float(np.linalg.norm(xyz - centre, axis=1).max()) * margin
     return tuple(float(c) for c in centre), max(radius, 1e-6)
+
+
+def quat_multiply(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Hamilton product a * b of quaternions [..., 4] (w, x, y, z): the rotation b, then a."""
+    aw, ax, ay, az = a.unbind(-1)
+    bw, bx, by, bz = b.unbind(-1)
+    return torch.stack([
+        aw * bw - ax * bx - ay * by - az * bz,
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+    ], dim=-1)
+
+
+def rotmat_to_quat(r: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions (w >= 0) of rotation matrices r [..., 3, 3] -> [..., 4]. Each of the four
+    candidate formulas is evaluated and the best conditioned one (largest denominator) kept."""
+    m = r
+    t = (m[..., 0, 0], m[..., 1, 1], m[..., 2, 2])
+    cands = torch.stack([
+        torch.stack([1 + t[0] + t[1] + t[2], m[..., 2, 1] - m[..., 1, 2],
+                     m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
+        torch.stack([m[..., 2, 1] - m[..., 1, 2], 1 + t[0] - t[1] - t[2],
+                     m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
+        torch.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0],
+                     1 - t[0] + t[1] - t[2], m[..., 1, 2] + m[..., 2, 1]], -1),
+        torch.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0],
+                     m[..., 1, 2] + m[..., 2, 1], 1 - t[0] - t[1] + t[2]], -1),
+    ], dim=-2)  # [..., 4 candidates, 4]
+    best = cands.norm(dim=-1).argmax(dim=-1, keepdim=True)  # [..., 1]
+    q = torch.gather(cands, -2, best[..., None].expand(*best.shape, 4)).squeeze(-2)
+    q = torch.nn.functional.normalize(q, dim=-1)
+    return torch.where(q[..., :1] < 0, -q, q)

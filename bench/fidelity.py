@@ -1,0 +1,170 @@
+"""Fidelity on a dataset for a training-time budget: whole-frame and per-region metrics of the
+test frames, of training frames and of the dataset's novel views, and a contact sheet.
+
+    python bench/fidelity.py --data DIR [--minutes 5] [--seed 0] [--tag NAME] \
+        [--test_frames 100] [-- extra train.py options]
+
+Trains with train.py's defaults (plus the extra options) until its --iterations or for
+``--minutes`` of training steps, whichever comes first (the first gsplat compile and the
+evaluation are not counted), then renders the test frames, every k-th training frame and the
+novel views with ground truth (``DIR/novel/``) and scores them as metrics.py does. Writes to
+``--out`` (default bench/results/): ``<date>_<device>_<commit>_fidelity_<tag>.json`` and a
+contact sheet ``..._sheet.png`` (ground truth | render | error, error scaled x4, for a few
+test frames and the novel views of one source frame).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from arguments import ModelParams, OptimizationParams, PipelineParams, defaults  # noqa: E402
+from bench.common import commit, device_name, sync  # noqa: E402
+from scene.render_sets import render_cameras, render_novel_ground_truth  # noqa: E402
+from training.launch import build_parser  # noqa: E402
+from training.trainer import Trainer  # noqa: E402
+from utils.io_utils import atomic_write_json, write_png  # noqa: E402
+from utils.metrics_utils import make_lpips  # noqa: E402
+from utils.set_metrics import evaluate_dir  # noqa: E402
+
+GROUPS = (ModelParams, OptimizationParams, PipelineParams)
+
+
+def train_for(args, extra: list[str], run: Path) -> Trainer:
+    """A Trainer of ``extra`` options on ``args.data``, trained for the budget."""
+    values = defaults(*GROUPS)
+    values.update(vars(build_parser().parse_args([
+        "-s", args.data, "-m", str(run), "--eval", "--test_frames", str(args.test_frames),
+        "--eval_frames", str(args.test_frames), "--seed", str(args.seed), *extra])))
+    t = Trainer(ModelParams.from_dict(values), OptimizationParams.from_dict(values),
+                PipelineParams.from_dict(values), test_iterations=[], save_iterations=[],
+                seed=args.seed, quiet=True, tensorboard=False, log=lambda *a: None)
+    with torch.no_grad():  # compile the rasterizer's kernels before the clock starts
+        t.render_camera(t.scene.train_cameras[0], 0)
+    sync(t.device)
+    t.test_iterations, t.save_iterations = [], []
+    t.run(time_limit=None if args.minutes is None else 60.0 * args.minutes)
+    return t
+
+
+def render_sets(t: Trainer, out: Path, train_every: int) -> dict[str, Path]:
+    """The test frames, every ``train_every``-th training frame and the novel views, with
+    ground truth and regions, in ``out/<set>/ours_N``."""
+    it, m, dev = t.last_iteration, t.model, t.device
+    m.eval()
+    gt = lambda cam: t.scene.gt(cam, "cpu")  # noqa: E731
+    sets = {}
+    for name, cams in (("test", t.scene.test_cameras),
+                       ("train", t.scene.train_cameras[::train_every])):
+        sets[name] = render_cameras(
+            m, cams, out / name / f"ours_{it}", name, t.background, t.backend, dev, gt,
+            video=False, quiet=True, deform=m.deforms_at(it), regions_fn=t.scene.regions,
+            frames_info=[{"img_id": c.img_id} for c in cams])
+    novel = render_novel_ground_truth(m, t.scene, out, it, t.backend, dev, video=False,
+                                      quiet=True)
+    if novel is not None:
+        sets["novel"] = novel
+    return sets
+
+
+def contact_sheet(sets: dict[str, Path], rows: int, cell: int) -> np.ndarray:
+    """Rows of ground truth | render | |error| x 4 for ``rows`` test frames, then the novel
+    views of the first source frame; every image scaled to ``cell`` pixels high."""
+    picks = []
+    test = sorted((sets["test"] / "renders").glob("*.png"))
+    for k in np.linspace(0, len(test) - 1, min(rows, len(test))).round().astype(int):
+        picks.append((sets["test"], test[k].name, f"test {k}"))
+    if "novel" in sets:
+        import json
+
+        frames = json.loads((sets["novel"] / "frames.json").read_text())
+        first = frames[0]["source_img_id"]
+        picks += [(sets["novel"], f["file"], f"yaw {f['yaw_deg']:+g}") for f in frames
+                  if f["source_img_id"] == first]
+    out = []
+    for folder, name, label in picks:
+        g = cv2.imread(str(folder / "gt" / name))
+        r = cv2.imread(str(folder / "renders" / name))
+        err = np.clip(np.abs(g.astype(np.int16) - r.astype(np.int16)).max(-1) * 4, 0, 255)
+        e = cv2.applyColorMap(err.astype(np.uint8), cv2.COLORMAP_INFERNO)
+        row = np.concatenate([g, r, e], axis=1)
+        row = cv2.resize(row, (round(row.shape[1] * cell / row.shape[0]), cell),
+                         interpolation=cv2.INTER_AREA)
+        cv2.putText(row, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 255), 1)
+        out.append(row)
+    return cv2.cvtColor(np.concatenate(out, axis=0), cv2.COLOR_BGR2RGB)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--data", required=True, help="dataset folder (transforms.json layout)")
+    p.add_argument("--minutes", type=float, default=5.0,
+                   help="training-time budget (default 5; 0: train.py's --iterations only)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test_frames", type=int, default=100,
+                   help="the last N frames are held out and scored")
+    p.add_argument("--train_every", type=int, default=10,
+                   help="score every N-th training frame (the fit to the training data)")
+    p.add_argument("--sheet_rows", type=int, default=4, help="test frames on the sheet")
+    p.add_argument("--sheet_cell", type=int, default=256, help="row height of the sheet")
+    p.add_argument("--tag", default="", help="label in the results' file names")
+    p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder")
+    args = p.parse_args(argv)
+    args.minutes = args.minutes or None
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        t = train_for(args, extra, run)
+        lpips_fn, lpips_note = make_lpips(t.device)
+        sets = render_sets(t, run, args.train_every)
+        metrics = {name: evaluate_dir(d, lpips_fn, t.device, quiet=True)[0]
+                   for name, d in sets.items()}
+        sheet = contact_sheet(sets, args.sheet_rows, args.sheet_cell)
+    m = t.model
+    result = {
+        "date": datetime.date.today().isoformat(), "device": device_name(t.device),
+        "commit": commit(), "data": str(args.data), "seed": args.seed,
+        "extra_flags": extra, "minutes": args.minutes, "iterations": t.last_iteration,
+        "iterations_planned": t.opt.iterations, "train_seconds": t.train_seconds,
+        "its_per_s": t.last_iteration / max(t.train_seconds, 1e-9),
+        "gaussians": m.num_gaussians,
+        "body_gaussians": None if m.body is None else m.body.num_gaussians,
+        "resolution": f"{t.scene.info.intrinsics.width}x{t.scene.info.intrinsics.height}",
+        "train_frames": len(t.scene.train_cameras), "test_frames": len(t.scene.test_cameras),
+        "lpips": lpips_note, "metrics": metrics, "wall_seconds": time.time() - t0,
+    }
+    out = Path(args.out)
+    name = (f"{result['date']}_{t.device.type}_{result['commit']}_fidelity"
+            + (f"_{args.tag}" if args.tag else ""))
+    atomic_write_json(out / f"{name}.json", result)
+    write_png(out / f"{name}_sheet.png", sheet)
+    print(f"{name}: {t.last_iteration} iterations in {t.train_seconds:.0f} s "
+          f"({result['its_per_s']:.1f} it/s), {m.num_gaussians} Gaussians"
+          + (f" + {m.body.num_gaussians} body" if m.body is not None else ""))
+    for set_name, means in metrics.items():
+        regions = ", ".join(f"{k} {v['psnr']:.2f}" for k, v in means.get("regions", {}).items())
+        yaws = ", ".join(f"{k} {v['psnr']:.2f}" for k, v in means.get("yaw", {}).items())
+        print(f"  {set_name:5s} PSNR {means['psnr']:.2f} SSIM {means['ssim']:.4f} "
+              f"L1 {means['l1']:.4f}" + (f" | {regions}" if regions else "")
+              + (f" | yaw {yaws}" if yaws else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

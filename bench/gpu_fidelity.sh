@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# On a CUDA machine: make the 512 px synthetic head (600 frames, novel views of the last 100),
+# compile gsplat once, check that a short default training run works, then compare variants on
+# the given datasets with bench/fidelity_matrix.py.
+#
+#   bash bench/gpu_fidelity.sh RESULTS_DIR [fidelity_matrix.py options ...]
+#
+# The synthetic dataset is added to the matrix as syn=<path> (GH_SYN_DATA picks another
+# folder; it is made there when missing). Environment: PYTHON (default python3).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+results=${1:?results folder}
+shift
+PY=${PYTHON:-python3}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+export PYTHONUNBUFFERED=1
+mkdir -p "$results"
+syn=${GH_SYN_DATA:-/tmp/gh_syn512}
+if [ ! -f "$syn/transforms.json" ]; then
+    "$PY" tools/make_synthetic.py "$syn" --frames 600 --res 512 --seed 0 \
+        --workers "$(nproc)" || exit 1
+fi
+"$PY" - <<'PY' || exit 1
+import time, torch
+from gsplat import rasterization
+t0 = time.time()
+d = "cuda"
+rasterization(torch.zeros(1, 3, device=d), torch.tensor([[1.0, 0, 0, 0]], device=d),
+              torch.ones(1, 3, device=d), torch.ones(1, device=d), torch.ones(1, 3, device=d),
+              torch.eye(4, device=d)[None], torch.eye(3, device=d)[None], 8, 8)
+torch.cuda.synchronize()
+print(f"{torch.cuda.get_device_name()}: gsplat ready in {time.time() - t0:.0f} s")
+PY
+small=/tmp/gh_syn64
+[ -f "$small/transforms.json" ] || "$PY" tools/make_synthetic.py "$small" --frames 60 --res 64 \
+    --seed 1 --novel_last 8 || exit 1
+"$PY" bench/fidelity.py --data "$small" --minutes 0 --test_frames 8 --train_every 4 \
+    --out "$results/smoke" --tag smoke -- --iterations 300 || exit 1
+"$PY" bench/fidelity_matrix.py --data "syn=$syn" "$@" --out "$results"

@@ -1,0 +1,139 @@
+"""The body below the head (neck, shoulders, torso) as its own set of Gaussians.
+
+In the data the camera moves around a fixed head, but the real camera was static: the body is
+(nearly) fixed in the *capture camera's* frame and moves in the head's frame whenever the head
+turns. A head model cannot explain it (its Gaussians live in the head's frame and deform with
+the expression only), so the body gets Gaussians of its own, defined in the capture camera's
+frame (OpenGL axes, as ``transform_matrix``), placed into the head's frame for a frame through
+that frame's camera-to-head matrix, and moved by a small network conditioned on the head's pose
+relative to the camera (the neck and shoulders follow the head a little), as AD-NeRF conditions
+its torso field on the head pose. Colours are view-independent (the DC band only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from scene.deform_model import PositionalEncoding
+from utils.graphics_utils import quat_multiply, rotmat_to_quat
+from utils.sh_utils import C0
+
+BODY_PER_GAUSSIAN = ("xyz", "scaling", "rotation", "color", "opacity")
+
+
+class BodyGaussians(nn.Module):
+    """Body Gaussians in the capture camera's frame and their pose-conditioned offsets.
+
+    Buffers: the reference head pose (mean of the training frames' head-to-camera poses) and the
+    length scale of the pose code.
+    """
+
+    def __init__(self, num_points: int = 0, sh_coeffs: int = 16, freqs: int = 4,
+                 width: int = 64):
+        super().__init__()
+        n = num_points
+        self.sh_coeffs = sh_coeffs
+        self.xyz = nn.Parameter(torch.zeros(n, 3))  # capture camera frame
+        self.scaling = nn.Parameter(torch.zeros(n, 3))  # log-scales
+        self.rotation = nn.Parameter(torch.zeros(n, 4))  # (w, x, y, z), capture camera frame
+        self.color = nn.Parameter(torch.zeros(n, 3))  # SH DC coefficients
+        self.opacity = nn.Parameter(torch.zeros(n))  # logits
+        self.embed = PositionalEncoding(3, freqs)
+        self.deform = nn.Sequential(
+            nn.Linear(self.embed.out_dim + 9, width), nn.ReLU(),
+            nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 3))
+        nn.init.zeros_(self.deform[-1].weight)  # starts as a static body
+        nn.init.zeros_(self.deform[-1].bias)
+        self.register_buffer("ref_rotation", torch.eye(3))
+        self.register_buffer("ref_translation", torch.zeros(3))
+        self.register_buffer("length", torch.ones(()))
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.xyz.shape[0]
+
+    def per_gaussian(self) -> dict[str, nn.Parameter]:
+        return {name: getattr(self, name) for name in BODY_PER_GAUSSIAN}
+
+    def set_gaussians(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Replace per-Gaussian parameters (new tensors become new leaf parameters)."""
+        for name, t in tensors.items():
+            setattr(self, name, t if isinstance(t, nn.Parameter) else nn.Parameter(t.detach()))
+        lengths = {n: getattr(self, n).shape[0] for n in BODY_PER_GAUSSIAN}
+        if len(set(lengths.values())) != 1:
+            raise RuntimeError(f"body parameters disagree in length: {lengths}")
+
+    def network_parameters(self) -> list[nn.Parameter]:
+        return list(self.deform.parameters())
+
+    @torch.no_grad()
+    def init_from_points(self, xyz: np.ndarray, rgb: np.ndarray, capture_c2w: np.ndarray,
+                         length: float, opacity: float = 0.1) -> None:
+        """Start from points [M, 3] in the capture camera's frame with colours [M, 3] in [0, 1]:
+        isotropic scales from the 3 nearest neighbours, identity rotations. ``capture_c2w``
+        [F, 4, 4] are the training frames' camera-to-head matrices (their mean head pose is
+        the pose code's origin) and ``length`` the pose code's unit of translation."""
+        from scipy.spatial import cKDTree
+
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        n = len(xyz)
+        k = min(4, n)
+        dists, _ = cKDTree(xyz).query(xyz, k=k) if n else (np.zeros((0, 1)), None)
+        dist2 = np.maximum((np.asarray(dists).reshape(n, -1)[:, 1:] ** 2).mean(1)
+                           if k > 1 else np.full(n, 1e-4), 1e-7)
+        dev = self.xyz.device
+        rot = torch.zeros(n, 4, device=dev)
+        rot[:, 0] = 1.0
+        color = (torch.tensor(np.asarray(rgb), dtype=torch.float32, device=dev) - 0.5) / C0
+        self.set_gaussians({
+            "xyz": torch.tensor(xyz, dtype=torch.float32, device=dev),
+            "scaling": torch.log(torch.tensor(np.sqrt(dist2), dtype=torch.float32,
+                                              device=dev))[:, None].repeat(1, 3),
+            "rotation": rot, "color": color.reshape(n, 3),
+            "opacity": torch.full((n,), float(np.log(opacity / (1 - opacity))), device=dev),
+        })
+        h2c = np.linalg.inv(np.asarray(capture_c2w, dtype=np.float64))  # head-to-camera
+        # the mean rotation (projected back onto rotations) and translation
+        u, _, vt = np.linalg.svd(h2c[:, :3, :3].mean(0))
+        ref = u @ vt
+        if np.linalg.det(ref) < 0:
+            ref = u @ np.diag([1.0, 1.0, -1.0]) @ vt
+        self.ref_rotation.copy_(torch.tensor(ref, dtype=torch.float32))
+        self.ref_translation.copy_(torch.tensor(h2c[:, :3, 3].mean(0), dtype=torch.float32))
+        self.length.fill_(float(length))
+
+    def pose_code(self, capture_c2w: torch.Tensor) -> torch.Tensor:
+        """The head's pose relative to the camera, as the deformation network's input:
+        capture_c2w [B, 4, 4] (camera-to-head) -> [B, 9] (the first two columns of the rotation
+        relative to the reference, minus the identity's, and the translation offset in units of
+        ``length``)."""
+        r_ch = capture_c2w[:, :3, :3]
+        r_hc = r_ch.transpose(-1, -2)  # head-to-camera rotation
+        t_hc = -(r_hc @ capture_c2w[:, :3, 3:])[..., 0]
+        rel = self.ref_rotation.T @ r_hc
+        eye = torch.eye(3, device=rel.device, dtype=rel.dtype)
+        rot_code = (rel - eye)[..., :2].transpose(-1, -2).reshape(-1, 6)
+        return torch.cat([rot_code, (t_hc - self.ref_translation) / self.length], dim=-1)
+
+    def frames(self, capture_c2w: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The body's Gaussians in the head's frame for B frames with camera-to-head matrices
+        capture_c2w [B, 4, 4] -> means [B, M, 3], quats [B, M, 4], scales [B, M, 3], opacities
+        [B, M], sh [B, M, K, 3] (the DC band only)."""
+        b, m = capture_c2w.shape[0], self.num_gaussians
+        code = self.pose_code(capture_c2w)  # [B, 9]
+        inp = torch.cat([self.embed(self.xyz)[None].expand(b, m, -1),
+                         code[:, None].expand(b, m, 9)], dim=-1)
+        x = self.xyz + self.deform(inp)  # [B, M, 3], capture camera frame
+        r, t = capture_c2w[:, :3, :3], capture_c2w[:, :3, 3]
+        means = x @ r.transpose(-1, -2) + t[:, None]
+        q_frame = rotmat_to_quat(r)[:, None].expand(b, m, 4)
+        quats = quat_multiply(q_frame, F.normalize(self.rotation, dim=-1).expand(b, m, 4))
+        sh = torch.zeros(b, m, self.sh_coeffs, 3, device=self.xyz.device)
+        sh = torch.cat([self.color[None, :, None].expand(b, m, 1, 3),
+                        sh[:, :, 1:]], dim=2)
+        return {"means": means, "quats": quats,
+                "scales": torch.exp(self.scaling).expand(b, m, 3),
+                "opacities": torch.sigmoid(self.opacity).expand(b, m), "sh": sh}

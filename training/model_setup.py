@@ -1,0 +1,46 @@
+"""A new run's model, built from its dataset and options, or a resumed run's, rebuilt from its
+checkpoint (whose weights the trainer then loads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from arguments import ModelParams, OptimizationParams
+from scene import Scene
+from scene.gaussian_model import GaussianHead, ModelConfig
+from scene.run_folder import checkpoint_model
+from utils.execution import Execution
+from utils.graphics_utils import bounding_sphere
+
+
+def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: int,
+                execution: Execution, checkpoint: dict | None = None
+                ) -> tuple[GaussianHead, np.ndarray | None, str | None]:
+    """The model on the execution's device, the initial head points (None when resuming) and a
+    note on where they came from. ``opt`` has its schedule resolved."""
+    if checkpoint is not None:
+        cfg, cls = checkpoint_model(checkpoint)
+        model = cls(cfg, autocast_dtype=execution.autocast_dtype, fused=execution.fused)
+        return model.to(execution.device), None, None
+    body = data.body and not data.only_head
+    xyz, note = scene.initial_points(data.init_points, seed, head_only=body)
+    # tri-plane coordinates are normalised to the head's bounding sphere (from the initial
+    # points) so that the planes' resolution covers the head
+    center, radius = bounding_sphere(xyz)
+    cfg = ModelConfig(
+        exp_dim=scene.exp_dim, sh_degree=data.sh_degree, num_derivations=data.num_derivations,
+        triplane_res=data.triplane_res, triplane_channels=data.triplane_channels,
+        center=center, radius=radius, deform_from=opt.warm_up, appearance=data.appearance,
+        expression_residuals=data.expression_residuals, body=body,
+    )
+    model = GaussianHead(cfg, autocast_dtype=execution.autocast_dtype,
+                         fused=execution.fused).to(execution.device)
+    model.init_from_points(xyz, torch.Generator().manual_seed(seed))
+    if cfg.body:
+        bxyz, rgb = scene.body_points(xyz, data.body_points, seed)
+        model.body.init_from_points(bxyz, rgb,
+                                    np.stack([f.c2w for f in scene.info.train_frames]),
+                                    length=cfg.radius)
+        note += f"; {len(bxyz)} body points"
+    return model, xyz, note
