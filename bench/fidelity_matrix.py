@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=5.0, help="as bench/fidelity.py")
     p.add_argument("--test_frames", nargs="*", default=[], help="NAME=N per dataset")
     p.add_argument("--common", default="", help="train.py options of every run")
+    p.add_argument("--fidelity_args", default="",
+                   help="bench/fidelity.py options of every run (e.g. \"--sheet_cell 160\")")
     p.add_argument("--parallel", type=int, default=4, help="runs at a time")
     p.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = p.parse_args(argv)
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                        "--out", str(out)]
                 if dname in test_frames:
                     cmd += ["--test_frames", test_frames[dname]]
+                cmd += shlex.split(args.fidelity_args)
                 cmd += ["--", *shlex.split(args.common), *shlex.split(vopts)]
                 jobs.append((dname, vname, seed, tag, cmd))
     running: list[tuple] = []
