@@ -127,6 +127,12 @@ class ModelParams(ParamGroup):
         "the head pose (the body does not follow the head in the data); ignored with "
         "--only_head")
     body_points: int = _opt(5000, "initial body Gaussians")
+    colour_view: str = _opt(
+        "capture",
+        "where the colour's view direction comes from: capture (the camera that filmed the "
+        "frame; its light is fixed to it, so a novel view keeps the frame's shading) or render "
+        "(the camera rendering the frame, as the paper); training frames are the same either "
+        "way", choices=("capture", "render"))
     triplane_res: int = _opt(64, "resolution of each tri-plane")
     triplane_channels: int = _opt(32, "channels of each tri-plane")
 

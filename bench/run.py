@@ -42,7 +42,12 @@ from arguments import ModelParams, OptimizationParams, PipelineParams  # noqa: E
 from bench.common import commit, device_name, sync  # noqa: E402
 from bench.host_time import host_phases, outside_gpu, print_host_phases  # noqa: E402
 from bench.stages import floors, measure_ceilings, stage_split  # noqa: E402
-from scene.rendering import RenderNetworks, render_batch, render_view  # noqa: E402
+from scene.rendering import (  # noqa: E402
+    RenderNetworks,
+    colour_viewpoint,
+    render_batch,
+    render_view,
+)
 from training.densification import remap_gaussians  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
 from utils.io_utils import atomic_write_json  # noqa: E402
@@ -130,9 +135,9 @@ def render_speed(t: Trainer, frames: int, batch: int) -> dict:
 
     def one(c):
         if nets is not None:
-            g = nets.frame(c.exp.to(dev), c.campos(dev))
+            g = nets.frame(c.exp.to(dev), colour_viewpoint(m, c, dev))
         else:
-            g = m.derive(c.exp.to(dev), c.campos(dev))
+            g = m.derive(c.exp.to(dev), colour_viewpoint(m, c, dev))
         return render_view(m, g, c, t.background, t.backend).image
 
     for c in cams[:5]:

@@ -5,9 +5,12 @@ In the data the camera moves around a fixed head, but the real camera was static
 turns. A head model cannot explain it (its Gaussians live in the head's frame and deform with
 the expression only), so the body gets Gaussians of its own, defined in the capture camera's
 frame (OpenGL axes, as ``transform_matrix``), placed into the head's frame for a frame through
-that frame's camera-to-head matrix, and moved by a small network conditioned on the head's pose
-relative to the camera (the neck and shoulders follow the head a little), as AD-NeRF conditions
-its torso field on the head pose. Colours are view-independent (the DC band only).
+that frame's camera-to-head matrix. Two things move it with the head: a learned fraction
+``follow`` (starting at 1) of the head's translation from its mean position (a person who
+leans towards the camera brings the shoulders along; turning the head does not turn the
+body), and a small network conditioned on the head's pose relative to the camera for the rest
+(the neck and shoulders follow the head a little), as AD-NeRF conditions its torso field on the
+head pose. Colours are view-independent (the DC band only).
 """
 
 from __future__ import annotations
@@ -45,8 +48,9 @@ class BodyGaussians(nn.Module):
         self.deform = nn.Sequential(
             nn.Linear(self.embed.out_dim + 9, width), nn.ReLU(),
             nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 3))
-        nn.init.zeros_(self.deform[-1].weight)  # starts as a static body
+        nn.init.zeros_(self.deform[-1].weight)  # no offsets at the start
         nn.init.zeros_(self.deform[-1].bias)
+        self.follow = nn.Parameter(torch.ones(()))
         self.register_buffer("ref_rotation", torch.eye(3))
         self.register_buffer("ref_translation", torch.zeros(3))
         self.register_buffer("length", torch.ones(()))
@@ -67,7 +71,7 @@ class BodyGaussians(nn.Module):
             raise RuntimeError(f"body parameters disagree in length: {lengths}")
 
     def network_parameters(self) -> list[nn.Parameter]:
-        return list(self.deform.parameters())
+        return [*self.deform.parameters(), self.follow]
 
     @torch.no_grad()
     def init_from_points(self, xyz: np.ndarray, rgb: np.ndarray, capture_c2w: np.ndarray,
@@ -126,7 +130,8 @@ class BodyGaussians(nn.Module):
         code = self.pose_code(capture_c2w)  # [B, 9]
         inp = torch.cat([self.embed(self.xyz)[None].expand(b, m, -1),
                          code[:, None].expand(b, m, 9)], dim=-1)
-        x = self.xyz + self.deform(inp)  # [B, M, 3], capture camera frame
+        shift = self.follow * code[:, 6:] * self.length  # the head's translation offset
+        x = self.xyz + shift[:, None] + self.deform(inp)  # [B, M, 3], capture camera frame
         r, t = capture_c2w[:, :3, :3], capture_c2w[:, :3, 3]
         means = x @ r.transpose(-1, -2) + t[:, None]
         q_frame = rotmat_to_quat(r)[:, None].expand(b, m, 4)

@@ -13,7 +13,10 @@ spherical-harmonics colour coefficients. The math:
   Gaussian's own canonical position, so colour and opacity stay with the Gaussian;
 - ``expression_residuals``: the deformation network also changes each Gaussian's opacity
   (logit) and colour (DC band) with the expression (blinks, lips, the inside of the mouth);
-- the colour's view direction is taken from the deformed position;
+- the colour's view direction is taken from the deformed position, towards the rendering
+  camera or (``colour_view="capture"``) towards the camera that captured the frame: the light
+  of a monocular video is fixed to that camera, so what looks view-dependent in the data is
+  mostly shading by the head pose, which a novel view should keep;
 - ``body``: the neck and torso are a second set of Gaussians in the capture camera's frame
   (:mod:`scene.body_model`), joined to the head's by :meth:`GaussianHead.with_body`.
 
@@ -64,6 +67,9 @@ class ModelConfig:
     appearance: Literal["deformed", "canonical"] = "deformed"
     expression_residuals: bool = False
     body: bool = False
+    # where the colour's view direction comes from: the camera rendering the frame, or the
+    # camera that captured the frame's expression and pose (scene.rendering.colour_viewpoint)
+    colour_view: Literal["render", "capture"] = "render"
 
     def to_dict(self) -> dict:
         d = asdict(self)

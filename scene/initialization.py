@@ -32,6 +32,25 @@ def carve_random_points(info: DatasetInfo, center: np.ndarray, radius: float, n:
         sy = sil.shape[0] / src.height
         w2c = np.linalg.inv(frames[i].c2w @ GL_TO_CV)
         views.append((sil, w2c, src.fx * sx, src.fy * sy, src.cx * sx, src.cy * sy))
+    pts = _carve(views, center, radius, n, rng)
+    if len(pts) >= min(n, 100) and views:
+        # Views of a monocular video span a few tens of degrees: the hull is a long prism
+        # along the viewing direction, far deeper than any head. Keep its part inside the
+        # ellipsoid as deep as the hull is wide (about the mean viewing direction).
+        ellipsoid = _head_ellipsoid(pts, [v[1] for v in views])
+        pts = _carve(views, center, radius, n, rng, ellipsoid)
+    if len(pts) < min(n, 100):
+        # the masks do not overlap in any common volume (bad poses?); fall back to the sphere
+        cand = rng.normal(size=(n, 3))
+        cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+        pts = center + radius * cand * rng.random((n, 1)) ** (1 / 3)
+    return pts.astype(np.float32)
+
+
+def _carve(views: list, center: np.ndarray, radius: float, n: int, rng: np.random.Generator,
+           accept=None) -> np.ndarray:
+    """Up to ``n`` points uniform in the sphere that project inside the foreground of at least
+    90% of ``views`` (and pass ``accept``, a predicate on [M, 3] points)."""
     out = []
     total = 0
     for _ in range(200):
@@ -39,6 +58,8 @@ def carve_random_points(info: DatasetInfo, center: np.ndarray, radius: float, n:
         cand /= np.linalg.norm(cand, axis=1, keepdims=True)
         cand *= rng.random((len(cand), 1)) ** (1 / 3)
         cand = center + radius * cand
+        if accept is not None:
+            cand = cand[accept(cand)]
         votes = np.zeros(len(cand))
         for sil, w2c, fx, fy, cx, cy in views:
             p = cand @ w2c[:3, :3].T + w2c[:3, 3]
@@ -54,13 +75,30 @@ def carve_random_points(info: DatasetInfo, center: np.ndarray, radius: float, n:
         total += len(keep)
         if total >= n:
             break
-    pts = np.concatenate(out)[:n] if out else np.zeros((0, 3))
-    if len(pts) < min(n, 100):
-        # the masks do not overlap in any common volume (bad poses?); fall back to the sphere
-        cand = rng.normal(size=(n, 3))
-        cand /= np.linalg.norm(cand, axis=1, keepdims=True)
-        pts = center + radius * cand * rng.random((n, 1)) ** (1 / 3)
-    return pts.astype(np.float32)
+    return np.concatenate(out)[:n] if out else np.zeros((0, 3))
+
+
+def _head_ellipsoid(hull: np.ndarray, w2cs: list[np.ndarray]):
+    """A predicate on points [M, 3]: inside the ellipsoid whose axes, in the mean camera's
+    frame, are the hull's lateral half-extents (2nd to 98th percentile) and, along the viewing
+    direction, the larger of them. Laterally it is centred on the hull; in depth on the head
+    frame's origin (trackers put it near the centre of the head; the hull itself reaches
+    further behind the head than in front of it, as perspective shrinks what is farther), or
+    on the hull's middle where the origin lies outside the hull's depth range."""
+    rot = np.mean([w[:3, :3] for w in w2cs], axis=0)
+    u, _, vt = np.linalg.svd(rot)
+    rot = u @ vt  # the mean camera's orientation (world to camera)
+    local = hull @ rot.T
+    lo, hi = np.percentile(local, [2, 98], axis=0)
+    half = np.maximum((hi[:2] - lo[:2]) / 2, 1e-6)
+    axes = np.array([half[0], half[1], half.max()]) * 1.1
+    depth = 0.0 if lo[2] <= 0.0 <= hi[2] else (lo[2] + hi[2]) / 2  # the origin: 0 here
+    centre = np.array([(hi[0] + lo[0]) / 2, (hi[1] + lo[1]) / 2, depth])
+
+    def inside(points: np.ndarray) -> np.ndarray:
+        return ((((points @ rot.T) - centre) / axes) ** 2).sum(1) <= 1.0
+
+    return inside
 
 
 def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray | None,

@@ -14,7 +14,7 @@ from scene.cameras import Camera, orbit_cameras
 from scene.dataset_readers import read_driving
 from scene.gaussian_model import GaussianHead
 from scene.novel_views import read_novel_views
-from scene.rendering import RenderNetworks, render_view
+from scene.rendering import RenderNetworks, colour_viewpoint, render_view
 from utils.errors import DatasetError
 from utils.io_utils import VideoWriter, atomic_write_json, to_uint8, write_png
 
@@ -102,10 +102,11 @@ def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name:
     writer = _OrderedWriter()
     try:
         for idx, cam in enumerate(tqdm(cams, desc=f"Rendering {name}", disable=quiet)):
+            view = colour_viewpoint(model, cam, device)
             if networks is not None and deform:
-                g = networks.frame(cam.exp.to(device), cam.campos(device))
+                g = networks.frame(cam.exp.to(device), view)
             else:
-                g = model.derive(cam.exp.to(device) if deform else None, cam.campos(device))
+                g = model.derive(cam.exp.to(device) if deform else None, view)
             g = model.with_body(g, cam.capture(device))
             out = render_view(model, g, cam, background, backend)
             depth = out.depth[0]

@@ -15,17 +15,28 @@ from scene.gaussian_model import FrameGaussians, GaussianHead
 from utils.cuda_graph_utils import prepare_capture
 
 
+def colour_viewpoint(model: GaussianHead, camera: Camera, device: torch.device | str
+                     ) -> torch.Tensor:
+    """The point [3] the colour's view directions start from: the camera's centre, or with
+    ``colour_view="capture"`` the centre of the camera that captured the frame (for a dataset
+    frame the same; for a novel view the source frame's camera, where its light was)."""
+    if model.cfg.colour_view == "capture":
+        return camera.capture(device)[:3, 3]
+    return camera.campos(device)
+
+
 def render_view(model: GaussianHead, g: FrameGaussians, camera: Camera,
                 background: torch.Tensor, backend: str) -> RenderOutput:
     """Rasterize one frame's Gaussians ``g`` (from ``model``, whose conventions apply) as seen
     by ``camera``, onto ``background`` [3]."""
     viewmat, K, campos, _ = camera.tensors(g.means.device, model.centred_principal_point)
+    if model.cfg.colour_view == "capture":
+        campos = colour_viewpoint(model, camera, g.means.device)
+    elif backend != "gsplat":
+        campos = None  # the inverse of the view matrix, as the torch backend has computed it
     return rasterize(
         g.means, g.quats, g.scales, g.opacities, g.sh, viewmat, K, camera.width, camera.height,
-        background, covars=g.covars, sh_degree=model.active_sh_degree,
-        # gsplat: the camera centre we have (an inverse would sync with the host); torch: the
-        # inverse of the view matrix, as that backend has always computed it
-        campos=campos if backend == "gsplat" else None,
+        background, covars=g.covars, sh_degree=model.active_sh_degree, campos=campos,
         backend=backend, **model.raster_options)
 
 
@@ -40,14 +51,15 @@ def render_batch(model: GaussianHead, cameras: list[Camera], background: torch.T
     device = model.xyz.device
     tens = [c.tensors(device, model.centred_principal_point) for c in cameras]
     exps = torch.stack([t[3] for t in tens])
-    campos = torch.stack([t[2] for t in tens])
+    campos = torch.stack([colour_viewpoint(model, c, device) for c in cameras])
     g = networks(exps, campos) if networks is not None else model.frames(exps, campos)
     g = model.with_body(g, torch.stack([c.capture(device) for c in cameras]))
     out = rasterize(
         g.means, g.quats, g.scales, g.opacities, g.sh, torch.stack([t[0] for t in tens]),
         torch.stack([t[1] for t in tens]), cameras[0].width, cameras[0].height,
         background.expand(len(cameras), 3), covars=g.covars, sh_degree=model.active_sh_degree,
-        campos=campos if backend == "gsplat" else None, backend=backend, with_depth=False,
+        campos=campos if backend == "gsplat" or model.cfg.colour_view == "capture" else None,
+        backend=backend, with_depth=False,
         **model.raster_options)
     return out.image
 

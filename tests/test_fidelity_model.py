@@ -33,14 +33,24 @@ def _model(n=60, **cfg) -> GaussianHead:
     return m
 
 
-def test_body_is_fixed_in_the_capture_camera_frame():
-    """With the pose network at zero, a body Gaussian sits at T x in the head's frame for
-    camera-to-head T: it projects to the same pixel whatever the head pose, and its
-    covariance turns with T."""
+def test_body_lives_in_the_capture_camera_frame():
+    """With the pose network at zero and ``follow`` at 0, a body Gaussian sits at T x in the
+    head's frame for camera-to-head T: the same point in the camera's frame whatever the head
+    pose, its covariance turned with T. With ``follow`` 1 (the start) it moves by the head's
+    translation from its mean position, in the camera's frame."""
     b = _model(body=True).body
     poses = torch.tensor(np.stack([look_at_c2w([0.15 * np.sin(a), 0.02, 0.5])
                                    for a in (-0.8, 0.3)]), dtype=torch.float32)
+    followed = b.frames(poses)["means"]
+    with torch.no_grad():
+        b.follow.zero_()
     out = b.frames(poses)
+    for k in range(2):
+        r, t = poses[k, :3, :3], poses[k, :3, 3]
+        head_in_camera = -(r.T @ t)
+        torch.testing.assert_close((followed[k] - t) @ r - b.xyz.detach(),
+                                   (head_in_camera - b.ref_translation).expand(30, 3),
+                                   atol=1e-5, rtol=1e-4)
     for k in range(2):
         r, t = poses[k, :3, :3], poses[k, :3, 3]
         torch.testing.assert_close(out["means"][k], b.xyz @ r.T + t)

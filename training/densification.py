@@ -184,7 +184,8 @@ class Densifier:
             radii = torch.where(fresh, torch.zeros_like(self.max_radii[index]),
                                 self.max_radii[index])
             grown_scales = torch.exp(new_values.get("scaling", model.scaling.detach()[index]))
-            prune |= radii > c.max_screen_size
+            if c.max_screen_size > 0:  # 0: no screen-size pruning
+                prune |= radii > c.max_screen_size
             prune |= grown_scales.amax(dim=1) > c.world_size_fraction * extent
         keep = ~prune
         final = index[keep]

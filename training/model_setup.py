@@ -33,6 +33,7 @@ def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: 
         triplane_res=data.triplane_res, triplane_channels=data.triplane_channels,
         center=center, radius=radius, deform_from=opt.warm_up, appearance=data.appearance,
         expression_residuals=data.expression_residuals, body=body,
+        colour_view=data.colour_view,
     )
     model = GaussianHead(cfg, autocast_dtype=execution.autocast_dtype,
                          fused=execution.fused).to(execution.device)

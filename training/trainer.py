@@ -26,7 +26,7 @@ from gaussian_renderer import RenderOutput, means2d_grad
 from scene import Scene
 from scene.cameras import Camera
 from scene.gaussian_model import SH_DEGREE_INTERVAL
-from scene.rendering import render_view
+from scene.rendering import colour_viewpoint, render_view
 from scene.run_folder import (
     CHECKPOINT,
     append_eval_log,
@@ -178,8 +178,9 @@ class Trainer:
     # ------------------------------------------------------------------ one iteration
     def render_camera(self, cam: Camera, iteration: int) -> RenderOutput:
         """Render a camera with the model as it is (no gradients are kept by the caller)."""
-        _, _, campos, exp = cam.tensors(self.device, self.model.centred_principal_point)
-        g = self.model.derive(exp if self.model.deforms_at(iteration) else None, campos)
+        exp = cam.tensors(self.device, self.model.centred_principal_point)[3]
+        view = colour_viewpoint(self.model, cam, self.device)
+        g = self.model.derive(exp if self.model.deforms_at(iteration) else None, view)
         g = self.model.with_body(g, cam.capture(self.device))
         return render_view(self.model, g, cam, self.background, self.backend)
 
