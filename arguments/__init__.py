@@ -202,6 +202,11 @@ class OptimizationParams(ParamGroup):
     lambda_alpha: float = _opt(
         0.1, "weight of the L1 distance between the rendered alpha and the mask (keeps the "
         "person opaque and the background empty; 0 = off, as the paper)")
+    lambda_aniso: float = _opt(
+        0.01, "weight of the penalty on Gaussians more than --max_aniso times longer than "
+        "wide (needles along the viewing direction break up side views; 0 = off, as the "
+        "paper)")
+    max_aniso: float = _opt(10.0, "the largest ratio of a Gaussian's scales not penalised")
     percent_dense: float = _opt(0.01, "split above / clone below this fraction of the extent")
     densification_interval: int = _opt(100, "densify every N iterations")
     densify_from_iter: int = _opt(500, "first densification iteration")

@@ -10,7 +10,9 @@ that frame's camera-to-head matrix. Two things move it with the head: a learned 
 leans towards the camera brings the shoulders along; turning the head does not turn the
 body), and a small network conditioned on the head's pose relative to the camera for the rest
 (the neck and shoulders follow the head a little), as AD-NeRF conditions its torso field on the
-head pose. Colours are view-independent (the DC band only).
+head pose. Seen from one camera only, a body Gaussian's depth is not observable: it keeps the
+depth it starts at (about the head's), so that a novel view finds the body where it is.
+Colours are view-independent (the DC band only).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class BodyGaussians(nn.Module):
         self.register_buffer("ref_rotation", torch.eye(3))
         self.register_buffer("ref_translation", torch.zeros(3))
         self.register_buffer("length", torch.ones(()))
+        self.register_buffer("xy_only", torch.tensor([1.0, 1.0, 0.0]), persistent=False)
 
     @property
     def num_gaussians(self) -> int:
@@ -131,7 +134,11 @@ class BodyGaussians(nn.Module):
         inp = torch.cat([self.embed(self.xyz)[None].expand(b, m, -1),
                          code[:, None].expand(b, m, 9)], dim=-1)
         shift = self.follow * code[:, 6:] * self.length  # the head's translation offset
-        x = self.xyz + shift[:, None] + self.deform(inp)  # [B, M, 3], capture camera frame
+        # depth along the capture camera's axis is not observable from it: the Gaussians keep
+        # their initial depth, and the pose network moves them across the view only
+        xyz = torch.cat([self.xyz[:, :2], self.xyz[:, 2:].detach()], dim=1)
+        d = self.deform(inp) * self.xy_only
+        x = xyz + shift[:, None] + d  # [B, M, 3], capture camera frame
         r, t = capture_c2w[:, :3, :3], capture_c2w[:, :3, 3]
         means = x @ r.transpose(-1, -2) + t[:, None]
         q_frame = rotmat_to_quat(r)[:, None].expand(b, m, 4)

@@ -40,7 +40,7 @@ from scene.run_folder import (
 )
 from training.cuda_graphs import FrameNetworks
 from training.densification import Densifier, DensifyConfig
-from training.losses import TrainingLoss
+from training.losses import TrainingLoss, anisotropy_penalty
 from training.model_setup import build_model
 from training.optimizers import build_optimizers, load_as_built
 from training.run_control import CameraSampler, DeferredInterrupt
@@ -206,6 +206,11 @@ class Trainer:
             store = self.scene.images
             mask = store.masks[cam.image_slot] if self.use_alpha else None
             loss, terms = self.loss_fn(out.image, store.images[cam.image_slot], out.alpha, mask)
+            if o.lambda_aniso > 0:
+                aniso = sum(anisotropy_penalty(s.scaling, o.max_aniso) for s in self._sets_of()
+                            ) * o.lambda_aniso
+                loss = loss + aniso
+                terms = {**terms, "aniso": aniso, "total": loss}
         # Stop before a non-finite loss reaches the parameters. On the CPU the check is free; on
         # CUDA it would stall the queue, so it runs every 10 iterations (non-finite sample
         # coordinates are made harmless in the tri-plane meanwhile).
@@ -231,6 +236,10 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
         # copies: on the fast path the terms are views of the loss graph's static outputs
         return {k: v.detach().clone() for k, v in terms.items()}
+
+    def _sets_of(self) -> list:
+        """The model's sets of Gaussians: the head's, and the body's if it has one."""
+        return [self.model] + ([self.model.body] if self.model.body is not None else [])
 
     def _sets(self, n_head: int) -> list[tuple[Densifier, slice]]:
         """Each densifier with its Gaussians' rows in a frame's joined tensors."""
