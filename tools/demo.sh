@@ -16,17 +16,19 @@ DATA=data/demo
 RUN=output/demo
 
 if "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
-    res=256 frames=400 test=40 iters=${DEMO_ITERATIONS:-12000} warm=3000 points=10000
+    res=256 frames=400 test=40 iters=${DEMO_ITERATIONS:-12000} warm=600 points=10000 body=5000
 else
-    res=64 frames=120 test=12 iters=${DEMO_ITERATIONS:-1200} warm=400 points=2000
+    res=64 frames=120 test=12 iters=${DEMO_ITERATIONS:-1200} warm=100 points=2000 body=1000
 fi
 
 if [ ! -f "$DATA/transforms.json" ]; then
-    "$PY" tools/make_synthetic.py "$DATA" --frames "$frames" --res "$res" --seed 0
+    "$PY" tools/make_synthetic.py "$DATA" --frames "$frames" --res "$res" --seed 0 \
+        --novel_last "$test"
 fi
 
 train_args=(-s "$DATA" -m "$RUN" --eval --iterations "$iters" --warm_up "$warm"
             --test_frames "$test" --eval_frames "$test" --init_points "$points"
+            --body_points "$body"
             --test_iterations "$iters" --save_iterations "$iters")
 if [ -f "$RUN/checkpoint.pt" ]; then
     train_args+=(--resume)
@@ -40,6 +42,7 @@ echo
 echo "Done. The avatar is in $RUN (iteration $it):"
 echo "  test renders      $RUN/test/ours_$it/renders/  (video: test.mp4, with ground truth: test_gt_render.mp4)"
 echo "  novel-view orbit  $RUN/novel_view/ours_$it/novel_view.mp4"
+echo "  novel views       $RUN/novel/ours_$it/  (turned +-15 and +-30 degrees, with ground truth)"
 echo "  metrics           $RUN/results.json"
 "$PY" -c 'import json, sys
 r = json.load(open(sys.argv[1]))
