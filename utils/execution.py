@@ -7,7 +7,12 @@ train.py, render.py and the benchmarks share and pass into the constructors that
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -62,6 +67,51 @@ def gsplat_available() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def exclusive(lock_path: Path, on_wait: Callable[[], None] | None = None):
+    """Hold an exclusive lock on ``lock_path`` (created if missing) for the block: a second
+    process waits here until the first leaves it (``on_wait`` is called once if it has to)."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prepare_gsplat(log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> None:
+    """Load gsplat's CUDA kernels, compiling them first where they are not built yet (once per
+    machine and torch build: about 1-2 minutes), and say so. Processes that start at the same
+    time wait for the one that compiles instead of failing in a half-built folder (gsplat
+    removes the lock torch's own build uses)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    build = Path(_get_build_directory("gsplat_cuda", verbose=False))
+    built = lambda: (build / "gsplat_cuda.so").exists()  # noqa: E731
+    with exclusive(build.parent / "gsplat_cuda.gaussianhead.lock",
+                   lambda: log("waiting for another process that compiles gsplat's CUDA "
+                               "rasterizer ...")):
+        if not built():
+            arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
+            log("compiling gsplat's CUDA rasterizer: about 1-2 minutes, once"
+                + ("" if arch else " (set TORCH_CUDA_ARCH_LIST, e.g. 9.0, to compile for "
+                   "your GPU only)") + f"; into {build}")
+        from gsplat.cuda import _backend
+
+        if _backend._C is None:
+            raise OptionError("gsplat's CUDA kernels could not be built (no CUDA toolkit with "
+                              "nvcc found). Fix: install the CUDA toolkit matching torch, or "
+                              "pass --backend torch.")
+
+
 def resolve_backend(name: str, device: torch.device) -> Backend:
     """Map ``auto`` to a concrete backend, checking that the choice can run on ``device``."""
     if name == "auto":
@@ -98,6 +148,8 @@ def resolve_execution(device: str = "auto", backend: str = "auto", precision: st
     """
     dev = resolve_device(device)
     be = resolve_backend(backend, dev)
+    if be == "gsplat":
+        prepare_gsplat()
     if precision not in ("fp32", "tf32", "mixed"):
         raise OptionError(f"--precision must be fp32, tf32 or mixed; got {precision!r}.")
     if fast_path not in ("auto", "off"):
