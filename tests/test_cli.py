@@ -59,7 +59,7 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         train.build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
-    assert "(default: 80000)" in out and "(default: 3000)" in out
+    assert "(default: 20000)" in out and "(default: -1)" in out
 
 
 def test_metrics_parser_knows_lpips_backbones():

@@ -22,8 +22,14 @@ from tools.make_synthetic import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 ITERS = 300
+# the phases fixed (the paper's lengths), so that a run cut at 150 iterations and resumed to
+# 300 follows the same schedule as one of 300 (phases left at -1 scale with --iterations)
 COMMON = ["--test_frames", "8", "--eval_frames", "8", "--warm_up", "150", "--init_points",
-          "2000", "--densify_from_iter", "50", "--densification_interval", "50",
+          "2000", "--body_points", "500", "--densify_from_iter", "50",
+          "--densification_interval", "50", "--densify_until_iter", "15000",
+          "--position_lr_max_steps", "30000", "--deform_lr_max_steps", "80000",
+          "--triplane_lr_max_step", "80000", "--quater_lr_max_step", "80000",
+          "--opacity_reset_interval", "3000",
           "--seed", "3", "--quiet", "--backend", "torch", "--device", "cpu"]
 
 
@@ -214,7 +220,8 @@ def test_short_run_is_evaluated_and_rendered_without_untrained_deformation(datas
     t = train.train(["-s", str(dataset), "-m", str(out), "--eval", "--iterations", "30",
                      *COMMON])  # --warm_up 150 in COMMON: the deformation is never trained
     log = json.loads((out / "eval_log.json").read_text())
-    assert [e["iteration"] for e in log] == [30]  # the last iteration is always evaluated
+    # halfway (the default) and the last iteration, which is always evaluated
+    assert [e["iteration"] for e in log] == [15, 30]
     assert not t.model.deforms_at(30) and t.model.deforms_at(150)
     r = _render(["-m", str(out), "--skip_train", "--quiet", "--no_video", "--device", "cpu"])
     assert "rendering the canonical head" in r.stdout
