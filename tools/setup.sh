@@ -40,3 +40,12 @@ if [ "${GH_SKIP_PREPROCESS:-0}" != "1" ]; then
         echo "$want" > .ppdeps/.setup-stamp
     fi
 fi
+# On a machine with a CUDA GPU, build gsplat's CUDA kernels now (about 1-2 minutes, once)
+# rather than at the first training run; GH_SKIP_GSPLAT_BUILD=1 leaves it to that run.
+if [ "${GH_SKIP_GSPLAT_BUILD:-0}" != "1" ] && command -v nvidia-smi >/dev/null 2>&1 \
+        && .venv/bin/python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' \
+        2>/dev/null; then
+    .venv/bin/python -c 'from utils.execution import prepare_gsplat; prepare_gsplat()' || \
+        echo "tools/setup.sh: gsplat's CUDA kernels could not be built now; train.py will try" \
+             "again (or pass --backend torch)" >&2
+fi
