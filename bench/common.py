@@ -5,12 +5,22 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def split_extra(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """A script's own arguments and those after ``--`` (train.py options for its runs)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
 
 
 def sync(device: torch.device) -> None:

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from arguments import ModelParams, OptimizationParams, PipelineParams, defaults  # noqa: E402
-from bench.common import commit, device_name, sync  # noqa: E402
+from bench.common import commit, device_name, split_extra, sync  # noqa: E402
 from scene.render_sets import render_cameras, render_novel_ground_truth  # noqa: E402
 from training.launch import build_parser  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
@@ -107,11 +107,7 @@ def contact_sheet(sets: dict[str, Path], rows: int, cell: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = split_extra(argv)
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--data", required=True, help="dataset folder (transforms.json layout)")
     p.add_argument("--minutes", type=float, default=5.0,

@@ -25,17 +25,7 @@ if [ ! -f "$data/transforms.json" ]; then
 fi
 "$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.__version__, torch.cuda.get_device_name())' || exit 1
 # compile gsplat's kernels once, outside the timed and tested parts
-"$PY" - <<'PY'
-import time, torch
-from gsplat import rasterization
-t0 = time.time()
-d = "cuda"
-rasterization(torch.zeros(1, 3, device=d), torch.tensor([[1.0, 0, 0, 0]], device=d),
-              torch.ones(1, 3, device=d), torch.ones(1, device=d), torch.ones(1, 3, device=d),
-              torch.eye(4, device=d)[None], torch.eye(3, device=d)[None], 8, 8)
-torch.cuda.synchronize()
-print(f"gsplat ready in {time.time() - t0:.0f} s")
-PY
+"$PY" -c 'from utils.execution import prepare_gsplat; prepare_gsplat()' || exit 1
 rc=0
 if [ "${GH_SKIP_TESTS:-0}" != 1 ]; then
     "$PY" -m pytest -m gpu -q -s -rfE -p no:cacheprovider tests 2>&1 | tee "$results/gpu_tests.log"

@@ -20,17 +20,7 @@ if [ ! -f "$syn/transforms.json" ]; then
     "$PY" tools/make_synthetic.py "$syn" --frames 600 --res 512 --seed 0 \
         --workers "$(nproc)" || exit 1
 fi
-"$PY" - <<'PY' || exit 1
-import time, torch
-from gsplat import rasterization
-t0 = time.time()
-d = "cuda"
-rasterization(torch.zeros(1, 3, device=d), torch.tensor([[1.0, 0, 0, 0]], device=d),
-              torch.ones(1, 3, device=d), torch.ones(1, device=d), torch.ones(1, 3, device=d),
-              torch.eye(4, device=d)[None], torch.eye(3, device=d)[None], 8, 8)
-torch.cuda.synchronize()
-print(f"{torch.cuda.get_device_name()}: gsplat ready in {time.time() - t0:.0f} s")
-PY
+"$PY" -c 'from utils.execution import prepare_gsplat; prepare_gsplat()' || exit 1
 small=/tmp/gh_syn64
 [ -f "$small/transforms.json" ] || "$PY" tools/make_synthetic.py "$small" --frames 60 --res 64 \
     --seed 1 --novel_last 8 || exit 1

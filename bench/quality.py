@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import commit, device_name  # noqa: E402
+from bench.common import commit, device_name, split_extra  # noqa: E402
 from training.launch import train  # noqa: E402
 from utils.io_utils import atomic_write_json  # noqa: E402
 
@@ -89,11 +89,7 @@ def _write(args, extra: list[str], device, seeds: list[int], psnr: dict[str, lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+    argv, extra = split_extra(argv)
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--data", required=True, help="dataset folder (transforms.json layout)")
     p.add_argument("--seeds", default="0,1,2,3", help="comma list of seeds")
