@@ -127,6 +127,18 @@ class ModelParams(ParamGroup):
         "the head pose (the body does not follow the head in the data); ignored with "
         "--only_head")
     body_points: int = _opt(5000, "initial body Gaussians")
+    body_shape: str = _opt(
+        "surface",
+        "the body's depth, which one camera cannot see: surface (its Gaussians stay on a "
+        "rounded surface fitted to the neck's and torso's silhouette, so a turned camera sees "
+        "the shoulders where they are) or slab (each keeps the depth it starts at, a layer at "
+        "the head's depth)", choices=("surface", "slab"))
+    body_depth_ratio: float = _opt(
+        0.5, "with --body_shape surface: the torso's depth as a fraction of its width (a neck, "
+        "narrower than the head, is round)")
+    body_depth_offset: float = _opt(
+        0.4, "with --body_shape surface: how far behind the head's centre the body's centre "
+        "lies, in half head widths")
     colour_view: str = _opt(
         "capture",
         "where the colour's view direction comes from: capture (the camera that filmed the "
@@ -207,6 +219,17 @@ class OptimizationParams(ParamGroup):
         "wide (needles along the viewing direction break up side views; 0 = off, as the "
         "paper)")
     max_aniso: float = _opt(10.0, "the largest ratio of a Gaussian's scales not penalised")
+    lambda_view_extent: float = _opt(
+        0.01, "weight of the penalty on Gaussians that reach further along the capture "
+        "camera's line of sight than --max_view_ratio times across it (needles pointing at the "
+        "camera and sheets seen edge-on look right only from the front; 0 = off, as the paper)")
+    max_view_ratio: float = _opt(
+        1.0, "the largest ratio of a Gaussian's extent along the line of sight to its extent "
+        "across it not penalised (a sphere: 1, a sheet seen edge-on: 1.41)")
+    hull_prune: bool = _opt(
+        True, "at each densification, prune head Gaussians outside the head's visual hull "
+        "(the volume inside the head's silhouette in the training frames), which a turned "
+        "view would see beside the head (false: as the paper)")
     percent_dense: float = _opt(0.01, "split above / clone below this fraction of the extent")
     densification_interval: int = _opt(100, "densify every N iterations")
     densify_from_iter: int = _opt(500, "first densification iteration")

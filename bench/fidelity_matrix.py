@@ -4,7 +4,7 @@ on one GPU, then one table of their metrics (mean and spread over seeds).
     python bench/fidelity_matrix.py --data syn=data/syn real=data/real \
         --variants "default=" "paper=--appearance deformed --body false" \
         --seeds 0 1 --minutes 5 --parallel 4 [--test_frames syn=100 real=115] \
-        [--common "--iterations 10000"]
+        [--yaw_split real=auto] [--common "--iterations 10000"]
 
 Each run is ``bench/fidelity.py --data D --seed S --tag <dataset>_<variant>_s<S>`` with the
 variant's options after ``--``; its JSON lands in ``--out``. Runs that share the GPU slow each
@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-COLUMNS = [("test", None), ("train", None), ("novel", None), ("test", "torso"),
-           ("test", "mouth"), ("test", "eyes"), ("novel", "+15")]
+COLUMNS = [("test", None), ("train", None), ("turned", None), ("novel", None),
+           ("novel", "±15"), ("novel", "±30"), ("novel", "head"), ("novel", "neck"),
+           ("novel", "torso"), ("test", "torso"), ("test", "mouth"), ("test", "eyes")]
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -44,6 +45,10 @@ def _value(metrics: dict, set_name: str, sub: str | None) -> float | None:
         return None
     if sub is None:
         return m["psnr"]
+    if sub.startswith("±"):  # the mean over both signs of a yaw
+        vals = [m.get("yaw", {}).get(f"{sign}{sub[1:]}", {}).get("psnr") for sign in "+-"]
+        vals = [v for v in vals if v is not None]
+        return statistics.fmean(vals) if vals else None
     group = m.get("yaw", {}) if sub.startswith(("+", "-")) else m.get("regions", {})
     return group.get(sub, {}).get("psnr")
 
@@ -80,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--minutes", type=float, default=5.0, help="as bench/fidelity.py")
     p.add_argument("--test_frames", nargs="*", default=[], help="NAME=N per dataset")
+    p.add_argument("--yaw_split", nargs="*", default=[],
+                   help="NAME=DEG|auto per dataset: bench/fidelity.py's --yaw_split")
     p.add_argument("--common", default="", help="train.py options of every run")
     p.add_argument("--fidelity_args", default="",
                    help="bench/fidelity.py options of every run (e.g. \"--sheet_cell 160\")")
@@ -88,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     data, variants = _pairs(args.data, "data"), _pairs(args.variants, "variants")
     test_frames = _pairs(args.test_frames, "test_frames")
+    yaw_split = _pairs(args.yaw_split, "yaw_split")
     out = Path(args.out)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -101,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                        "--out", str(out)]
                 if dname in test_frames:
                     cmd += ["--test_frames", test_frames[dname]]
+                if dname in yaw_split:
+                    cmd += ["--yaw_split", yaw_split[dname]]
                 cmd += shlex.split(args.fidelity_args)
                 cmd += ["--", *shlex.split(args.common), *shlex.split(vopts)]
                 jobs.append((dname, vname, seed, tag, cmd))

@@ -16,7 +16,7 @@ from scene.cameras import (
 )
 from scene.dataset_images import load_frames, read_regions
 from scene.dataset_readers import DatasetInfo, read_dataset, read_points3d
-from scene.initialization import body_initial_points, carve_random_points
+from scene.initialization import BodyStart, body_initial_points, carve_random_points
 
 
 class ImageStore:
@@ -108,10 +108,11 @@ class Scene:
     def has_parsing(self) -> bool:
         return all(f.parsing_path is not None for f in self.info.train_frames)
 
-    def body_points(self, head_xyz: np.ndarray, n: int, seed: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """Initial body Gaussians in the capture camera's frame and their colours
-        (:func:`scene.initialization.body_initial_points`)."""
+    def body_points(self, head_xyz: np.ndarray, n: int, seed: int, shape: str = "surface",
+                    depth_ratio: float = 0.5, depth_offset: float = 0.4) -> BodyStart:
+        """Initial body Gaussians in the capture camera's frame, their colours and the body's
+        surface (:func:`scene.initialization.body_initial_points`)."""
         masks = None if self.images.masks is None else self.images.masks.cpu().numpy()
         return body_initial_points(self.info, self.images.images.cpu().numpy(), masks,
-                                   self.slots, head_xyz, n, seed)
+                                   self.slots, head_xyz, n, seed, shape=shape,
+                                   depth_ratio=depth_ratio, depth_offset=depth_offset)

@@ -10,8 +10,14 @@ that frame's camera-to-head matrix. Two things move it with the head: a learned 
 leans towards the camera brings the shoulders along; turning the head does not turn the
 body), and a small network conditioned on the head's pose relative to the camera for the rest
 (the neck and shoulders follow the head a little), as AD-NeRF conditions its torso field on the
-head pose. Seen from one camera only, a body Gaussian's depth is not observable: it keeps the
-depth it starts at (about the head's), so that a novel view finds the body where it is.
+head pose. Seen from one camera only, a body Gaussian's depth is not observable:
+
+- ``shape="surface"``: the Gaussians lie on a rounded surface fitted to the body's silhouette
+  (:mod:`scene.body_shape`). A Gaussian's position parameter holds where it is across the view
+  (x, y at the reference depth); its depth is the surface's at that point of the image, so it
+  stays on the surface whatever training or densification does;
+- ``shape="slab"`` (models written before the surface): each keeps the depth it starts at.
+
 Colours are view-independent (the DC band only).
 """
 
@@ -22,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scene.body_shape import SURFACE_GRID, BodySurface
 from scene.deform_model import PositionalEncoding
 from utils.graphics_utils import quat_multiply, rotmat_to_quat
 from utils.sh_utils import C0
@@ -33,12 +40,16 @@ class BodyGaussians(nn.Module):
     """Body Gaussians in the capture camera's frame and their pose-conditioned offsets.
 
     Buffers: the reference head pose (mean of the training frames' head-to-camera poses) and the
-    length scale of the pose code.
+    length scale of the pose code; with ``shape="surface"`` the body's surface (depths on a
+    grid over the image, its box in normalised image coordinates, the reference depth).
     """
 
     def __init__(self, num_points: int = 0, sh_coeffs: int = 16, freqs: int = 4,
-                 width: int = 64):
+                 width: int = 64, shape: str = "slab"):
         super().__init__()
+        if shape not in ("slab", "surface"):
+            raise ValueError(f"unknown body shape {shape!r}")
+        self.shape = shape
         n = num_points
         self.sh_coeffs = sh_coeffs
         self.xyz = nn.Parameter(torch.zeros(n, 3))  # capture camera frame
@@ -57,6 +68,10 @@ class BodyGaussians(nn.Module):
         self.register_buffer("ref_translation", torch.zeros(3))
         self.register_buffer("length", torch.ones(()))
         self.register_buffer("xy_only", torch.tensor([1.0, 1.0, 0.0]), persistent=False)
+        if shape == "surface":
+            self.register_buffer("surface", torch.zeros(SURFACE_GRID, SURFACE_GRID))
+            self.register_buffer("surface_box", torch.tensor([-1.0, 1.0, 1.0, -1.0]))
+            self.register_buffer("ref_depth", torch.ones(()))
 
     @property
     def num_gaussians(self) -> int:
@@ -78,27 +93,46 @@ class BodyGaussians(nn.Module):
 
     @torch.no_grad()
     def init_from_points(self, xyz: np.ndarray, rgb: np.ndarray, capture_c2w: np.ndarray,
-                         length: float, opacity: float = 0.1) -> None:
+                         length: float, opacity: float = 0.1,
+                         surface: BodySurface | None = None, ref_depth: float = 1.0) -> None:
         """Start from points [M, 3] in the capture camera's frame with colours [M, 3] in [0, 1]:
-        isotropic scales from the 3 nearest neighbours, identity rotations. ``capture_c2w``
-        [F, 4, 4] are the training frames' camera-to-head matrices (their mean head pose is
-        the pose code's origin) and ``length`` the pose code's unit of translation."""
+        scales from the 3 nearest neighbours, identity rotations. ``capture_c2w`` [F, 4, 4] are
+        the training frames' camera-to-head matrices (their mean head pose is the pose code's
+        origin) and ``length`` the pose code's unit of translation. With the surface shape,
+        ``surface`` and ``ref_depth`` (the head's distance from the camera) are required: each
+        point moves along its ray onto the surface, as a disc in the surface's tangent plane
+        (a third as thick as wide)."""
         from scipy.spatial import cKDTree
 
         xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         n = len(xyz)
+        dev = self.xyz.device
+        if self.shape == "surface":
+            if surface is None:
+                raise ValueError("a body of surface shape needs its surface")
+            self.surface.copy_(torch.from_numpy(surface.depth))
+            self.surface_box.copy_(torch.tensor(surface.box, dtype=torch.float32))
+            self.ref_depth.fill_(float(ref_depth))
+            ray = xyz[:, :2] / np.maximum(-xyz[:, 2:], 1e-9)  # normalised image coordinates
+            xy = torch.tensor(ray * ref_depth, dtype=torch.float32, device=dev)
+            placed = self.on_surface(xy)
+            xyz = placed.double().cpu().numpy()
+            rot = _quat_from_z(self.surface_normals(xy))
+            flat = torch.tensor([1.0, 1.0, 1.0 / 3.0], device=dev).log()
+            params = torch.cat([xy, placed[:, 2:]], dim=1)
+        else:
+            rot = torch.zeros(n, 4, device=dev)
+            rot[:, 0] = 1.0
+            flat = torch.zeros(3, device=dev)
+            params = torch.tensor(xyz, dtype=torch.float32, device=dev)
         k = min(4, n)
         dists, _ = cKDTree(xyz).query(xyz, k=k) if n else (np.zeros((0, 1)), None)
         dist2 = np.maximum((np.asarray(dists).reshape(n, -1)[:, 1:] ** 2).mean(1)
                            if k > 1 else np.full(n, 1e-4), 1e-7)
-        dev = self.xyz.device
-        rot = torch.zeros(n, 4, device=dev)
-        rot[:, 0] = 1.0
         color = (torch.tensor(np.asarray(rgb), dtype=torch.float32, device=dev) - 0.5) / C0
+        log_s = torch.log(torch.tensor(np.sqrt(dist2), dtype=torch.float32, device=dev))
         self.set_gaussians({
-            "xyz": torch.tensor(xyz, dtype=torch.float32, device=dev),
-            "scaling": torch.log(torch.tensor(np.sqrt(dist2), dtype=torch.float32,
-                                              device=dev))[:, None].repeat(1, 3),
+            "xyz": params, "scaling": log_s[:, None] + flat,
             "rotation": rot, "color": color.reshape(n, 3),
             "opacity": torch.full((n,), float(np.log(opacity / (1 - opacity))), device=dev),
         })
@@ -111,6 +145,32 @@ class BodyGaussians(nn.Module):
         self.ref_rotation.copy_(torch.tensor(ref, dtype=torch.float32))
         self.ref_translation.copy_(torch.tensor(h2c[:, :3, 3].mean(0), dtype=torch.float32))
         self.length.fill_(float(length))
+
+    def surface_depth(self, xy: torch.Tensor) -> torch.Tensor:
+        """The surface's depth (distance along the camera's axis) [M] where positions
+        xy [M, 2] (across the view, at the reference depth) are seen."""
+        box = self.surface_box
+        p = xy / self.ref_depth
+        grid = torch.stack([(p[:, 0] - box[0]) / (box[1] - box[0]) * 2 - 1,
+                            (p[:, 1] - box[2]) / (box[3] - box[2]) * 2 - 1], dim=-1)
+        return F.grid_sample(self.surface[None, None], grid[None, None], mode="bilinear",
+                             padding_mode="border", align_corners=True)[0, 0, 0]
+
+    def on_surface(self, xy: torch.Tensor) -> torch.Tensor:
+        """The points [M, 3] of the surface seen where xy [M, 2] (at the reference depth)
+        are, in the capture camera's frame."""
+        d = self.surface_depth(xy)
+        return torch.cat([xy * (d / self.ref_depth)[:, None], -d[:, None]], dim=1)
+
+    def surface_normals(self, xy: torch.Tensor) -> torch.Tensor:
+        """Unit normals [M, 3] of the surface at xy [M, 2], facing the camera."""
+        e = 1e-3 * self.ref_depth
+        dx = torch.tensor([e, 0.0], device=xy.device)
+        dy = torch.tensor([0.0, e], device=xy.device)
+        n = torch.linalg.cross(self.on_surface(xy + dx) - self.on_surface(xy - dx),
+                               self.on_surface(xy + dy) - self.on_surface(xy - dy), dim=-1)
+        n = F.normalize(n, dim=-1)
+        return torch.where(n[:, 2:] < 0, -n, n)
 
     def pose_code(self, capture_c2w: torch.Tensor) -> torch.Tensor:
         """The head's pose relative to the camera, as the deformation network's input:
@@ -134,9 +194,13 @@ class BodyGaussians(nn.Module):
         inp = torch.cat([self.embed(self.xyz)[None].expand(b, m, -1),
                          code[:, None].expand(b, m, 9)], dim=-1)
         shift = self.follow * code[:, 6:] * self.length  # the head's translation offset
-        # depth along the capture camera's axis is not observable from it: the Gaussians keep
-        # their initial depth, and the pose network moves them across the view only
-        xyz = torch.cat([self.xyz[:, :2], self.xyz[:, 2:].detach()], dim=1)
+        # depth along the capture camera's axis is not observable from it: the Gaussians lie on
+        # the body's surface (or keep their initial depth), and the pose network moves them
+        # across the view only
+        if self.shape == "surface":
+            xyz = self.on_surface(self.xyz[:, :2])
+        else:
+            xyz = torch.cat([self.xyz[:, :2], self.xyz[:, 2:].detach()], dim=1)
         d = self.deform(inp) * self.xy_only
         x = xyz + shift[:, None] + d  # [B, M, 3], capture camera frame
         r, t = capture_c2w[:, :3, :3], capture_c2w[:, :3, 3]
@@ -149,3 +213,10 @@ class BodyGaussians(nn.Module):
         return {"means": means, "quats": quats,
                 "scales": torch.exp(self.scaling).expand(b, m, 3),
                 "opacities": torch.sigmoid(self.opacity).expand(b, m), "sh": sh}
+
+
+def _quat_from_z(n: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions [M, 4] of the shortest rotations taking the z axis to unit vectors
+    n [M, 3] (n_z > -1)."""
+    q = torch.stack([1.0 + n[:, 2], -n[:, 1], n[:, 0], torch.zeros_like(n[:, 0])], dim=-1)
+    return F.normalize(q, dim=-1)

@@ -67,6 +67,9 @@ class ModelConfig:
     appearance: Literal["deformed", "canonical"] = "deformed"
     expression_residuals: bool = False
     body: bool = False
+    # the body's depth: "surface" (on a surface fitted to its silhouette) or "slab" (files
+    # written before the surface)
+    body_shape: Literal["slab", "surface"] = "slab"
     # where the colour's view direction comes from: the camera rendering the frame, or the
     # camera that captured the frame's expression and pose (scene.rendering.colour_viewpoint)
     colour_view: Literal["render", "capture"] = "render"
@@ -132,7 +135,8 @@ class GaussianHead(nn.Module):
             sh_degree=cfg.sh_degree, num_derivations=k, resolution=cfg.triplane_res,
             channels=cfg.triplane_channels, levels=cfg.triplane_levels, fused=fused,
         )
-        self.body = BodyGaussians(sh_coeffs=(cfg.sh_degree + 1) ** 2) if cfg.body else None
+        self.body = (BodyGaussians(sh_coeffs=(cfg.sh_degree + 1) ** 2, shape=cfg.body_shape)
+                     if cfg.body else None)
         self.register_buffer("center", torch.tensor(cfg.center, dtype=torch.float32))
         self.register_buffer("radius", torch.tensor(float(cfg.radius)))
         self.active_sh_degree = 0

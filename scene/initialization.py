@@ -3,9 +3,12 @@ body's in the capture camera's frame."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
+from scene.body_shape import BodySurface, fit_body_surface
 from scene.dataset_images import read_parsing, read_silhouette
 from scene.dataset_readers import DatasetInfo
 from utils.graphics_utils import GL_TO_CV
@@ -101,34 +104,56 @@ def _head_ellipsoid(hull: np.ndarray, w2cs: list[np.ndarray]):
     return inside
 
 
+@dataclass
+class BodyStart:
+    """Initial body Gaussians: points [n, 3] in the capture camera's frame (OpenGL axes) and
+    their colours [n, 3] in [0, 1]; the head centre's distance from the camera (median over the
+    frames) and the body's surface (None for the slab)."""
+
+    xyz: np.ndarray
+    rgb: np.ndarray
+    head_depth: float
+    surface: BodySurface | None = None
+
+
 def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray | None,
                         slots: dict[int, int], head_xyz: np.ndarray, n: int, seed: int,
-                        max_views: int = 24) -> tuple[np.ndarray, np.ndarray]:
-    """Initial body Gaussians: ``n`` points [n, 3] in the capture camera's frame (OpenGL axes)
-    and their colours [n, 3] in [0, 1].
+                        max_views: int = 24, shape: str = "surface", depth_ratio: float = 0.5,
+                        depth_offset: float = 0.4) -> BodyStart:
+    """Initial body Gaussians.
 
     The body region of the image is where the person is in at least half of the sampled
     training frames but the head is not (the neck and torso of the parsing maps; without them,
-    the mask outside the projected head points). Its pixels are lifted to the depth of the head
-    (the body is about as far from the camera), spread over a head radius behind it, and take
-    the frames' median colour. ``images`` / ``masks`` are the loaded frames (rows ``slots``).
+    the mask outside the projected head points). ``n`` points spread over its pixels take the
+    frames' median colour. ``shape="surface"``: the points lie on the body's surface fitted to
+    that region (:func:`scene.body_shape.fit_body_surface`, with ``depth_ratio`` and
+    ``depth_offset``); ``"slab"``: at the head's depth, spread over a head radius behind it.
+    ``images`` / ``masks`` are the loaded frames (rows ``slots``).
     """
     rng = np.random.default_rng(seed)
     intr = info.intrinsics
     frames = info.train_frames
     pick = np.linspace(0, len(frames) - 1, min(max_views, len(frames))).round().astype(int)
-    body, colours, depths = [], [], []
+    body, necks, colours, depths, half_widths = [], [], [], [], []
     centre = head_xyz.mean(0)
     radius = float(np.linalg.norm(head_xyz - centre, axis=1).max()) if len(head_xyz) else 0.1
+    empty = BodyStart(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), 1.0)
     for i in pick:
         f = frames[i]
         h2c = np.linalg.inv(f.c2w)  # head-to-camera, OpenGL axes
         depths.append(-(h2c[:3, :3] @ centre + h2c[:3, 3])[2])
+        if len(head_xyz):
+            x = (head_xyz @ h2c[:3, :3].T)[:, 0]
+            lo, hi = np.percentile(x, [2, 98])
+            half_widths.append((hi - lo) / 2)
         parsing = read_parsing(info, f)
         if parsing is not None:
-            region = parsing["neck"] | parsing["torso"]
-            region = cv2.resize(region.astype(np.uint8), (intr.width, intr.height),
+            size = (intr.width, intr.height)
+            neck = cv2.resize(parsing["neck"].astype(np.uint8), size,
+                              interpolation=cv2.INTER_NEAREST).astype(bool)
+            region = cv2.resize((parsing["neck"] | parsing["torso"]).astype(np.uint8), size,
                                 interpolation=cv2.INTER_NEAREST).astype(bool)
+            necks.append(neck)
         elif masks is not None:
             region = masks[slots[f.index]] > 127
             p = head_xyz @ h2c[:3, :3].T + h2c[:3, 3]
@@ -142,17 +167,27 @@ def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray
             head = cv2.dilate(head, np.ones((k, k), np.uint8))
             region &= ~head.astype(bool)
         else:
-            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+            return empty
         body.append(region)
         colours.append(images[slots[f.index]])
     votes = np.mean(body, axis=0)
     ys, xs = np.nonzero(votes >= 0.5)
     if len(ys) == 0:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)
+        return empty
+    head_depth = float(np.median(depths))
     rgb_median = np.median(np.stack(colours), axis=0) / 255.0  # [H, W, 3]
     k = rng.integers(0, len(ys), size=n)
     u = xs[k] + rng.random(n)
     v = ys[k] + rng.random(n)
-    d = float(np.median(depths)) + radius * rng.uniform(-0.2, 1.0, size=n)
+    surface = None
+    if shape == "surface":
+        half_width = float(np.median(half_widths)) if half_widths else radius
+        neck = np.mean(necks, axis=0) >= 0.5 if necks else None
+        surface = fit_body_surface(votes >= 0.5, intr.fx, intr.fy, intr.cx, intr.cy,
+                                   head_depth, half_width, depth_ratio, depth_offset, neck=neck)
+        d = np.full(n, head_depth)  # along the rays; BodyGaussians places them on the surface
+    else:
+        d = head_depth + radius * rng.uniform(-0.2, 1.0, size=n)
     xyz = np.stack([(u - intr.cx) / intr.fx * d, -(v - intr.cy) / intr.fy * d, -d], axis=1)
-    return xyz.astype(np.float32), rgb_median[ys[k], xs[k]].astype(np.float32)
+    return BodyStart(xyz.astype(np.float32), rgb_median[ys[k], xs[k]].astype(np.float32),
+                     head_depth, surface)

@@ -10,6 +10,7 @@ keeps its other role in the original schedule: screen-size pruning starts after 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -103,8 +104,10 @@ class Densifier:
     transparent in most frames).
     """
 
-    def __init__(self, cfg: DensifyConfig, num_gaussians: int, device: torch.device):
+    def __init__(self, cfg: DensifyConfig, num_gaussians: int, device: torch.device,
+                 keep: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.cfg = cfg
+        self.keep = keep  # positions [N, 3] -> [N] bool: False are pruned (the visual hull)
         self.grad_accum = torch.zeros(num_gaussians, device=device)
         self.denom = torch.zeros(num_gaussians, device=device)
         self.max_radii = torch.zeros(num_gaussians, device=device)
@@ -187,6 +190,8 @@ class Densifier:
             if c.max_screen_size > 0:  # 0: no screen-size pruning
                 prune |= radii > c.max_screen_size
             prune |= grown_scales.amax(dim=1) > c.world_size_fraction * extent
+        if self.keep is not None:
+            prune |= ~self.keep(new_values.get("xyz", model.xyz.detach()[index]))
         keep = ~prune
         final = index[keep]
         remap_gaussians(model, optimizers, final,

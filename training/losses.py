@@ -29,15 +29,6 @@ def loss_weights(lambda_dssim: float, lambda_vgg: float, with_vgg: bool,
     return weights
 
 
-def anisotropy_penalty(log_scales: torch.Tensor, max_ratio: float) -> torch.Tensor:
-    """Mean over Gaussians [N, 3] of how far the log-ratio of the largest to the smallest
-    scale exceeds log(max_ratio) (0 for none)."""
-    if log_scales.shape[0] == 0:
-        return log_scales.sum()
-    spread = log_scales.amax(dim=1) - log_scales.amin(dim=1)
-    return torch.relu(spread - float(torch.log(torch.tensor(max_ratio)))).mean()
-
-
 class _LossModule(nn.Module):
     """(rendered image [3, H, W], ground truth uint8 [H, W, 3](, rendered alpha [1, H, W],
     mask uint8 [H, W])) -> (weighted total, the terms [l1, 1 - ssim(, vgg)(, alpha)]

@@ -33,15 +33,19 @@ def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: 
         triplane_res=data.triplane_res, triplane_channels=data.triplane_channels,
         center=center, radius=radius, deform_from=opt.warm_up, appearance=data.appearance,
         expression_residuals=data.expression_residuals, body=body,
-        colour_view=data.colour_view,
+        colour_view=data.colour_view, body_shape=data.body_shape,
     )
     model = GaussianHead(cfg, autocast_dtype=execution.autocast_dtype,
                          fused=execution.fused).to(execution.device)
     model.init_from_points(xyz, torch.Generator().manual_seed(seed))
     if cfg.body:
-        bxyz, rgb = scene.body_points(xyz, data.body_points, seed)
-        model.body.init_from_points(bxyz, rgb,
+        start = scene.body_points(xyz, data.body_points, seed, data.body_shape,
+                                  data.body_depth_ratio, data.body_depth_offset)
+        model.body.init_from_points(start.xyz, start.rgb,
                                     np.stack([f.c2w for f in scene.info.train_frames]),
-                                    length=cfg.radius)
-        note += f"; {len(bxyz)} body points"
+                                    length=cfg.radius, surface=start.surface,
+                                    ref_depth=start.head_depth)
+        note += f"; {len(start.xyz)} body points" + (
+            " on a surface fitted to the body's silhouette" if start.surface is not None
+            else "")
     return model, xyz, note

@@ -40,9 +40,10 @@ from scene.run_folder import (
 )
 from training.cuda_graphs import FrameNetworks
 from training.densification import Densifier, DensifyConfig
-from training.losses import TrainingLoss, anisotropy_penalty
+from training.losses import TrainingLoss
 from training.model_setup import build_model
 from training.optimizers import build_optimizers, load_as_built
+from training.regularizers import ShapeTerms, VisualHull
 from training.run_control import CameraSampler, DeferredInterrupt
 from utils.errors import OptionError, TrainingDiverged
 from utils.execution import Execution, resolve_execution
@@ -121,11 +122,16 @@ class Trainer:
             interval=opt.densification_interval, start=opt.densify_from_iter,
             stop=opt.densify_until_iter, size_prune_after=opt.opacity_reset_interval,
         )
-        self.densifier = Densifier(dcfg, self.model.num_gaussians, self.device)
+        hull = (VisualHull.build(self.scene, self.cfg.body, self.device) if opt.hull_prune
+                else None)
+        self.densifier = Densifier(dcfg, self.model.num_gaussians, self.device,
+                                   keep=None if hull is None else hull.inside)
         self.body_densifier = (Densifier(dcfg, self.model.body.num_gaussians, self.device)
                                if self.cfg.body else None)
         self.sampler = CameraSampler(len(self.scene.train_cameras), seed)
         self.vgg, self.vgg_note = make_perceptual_loss(opt.lambda_vgg, self.device)
+        self.shape_terms = ShapeTerms(opt.lambda_aniso, opt.max_aniso, opt.lambda_view_extent,
+                                      opt.max_view_ratio)
         self.use_alpha = opt.lambda_alpha > 0 and self.scene.images.masks is not None
         self.loss_fn = TrainingLoss(opt.lambda_dssim, opt.lambda_vgg, self.vgg,
                                     self.execution.graphs,
@@ -206,11 +212,10 @@ class Trainer:
             store = self.scene.images
             mask = store.masks[cam.image_slot] if self.use_alpha else None
             loss, terms = self.loss_fn(out.image, store.images[cam.image_slot], out.alpha, mask)
-            if o.lambda_aniso > 0:
-                aniso = sum(anisotropy_penalty(s.scaling, o.max_aniso) for s in self._sets_of()
-                            ) * o.lambda_aniso
-                loss = loss + aniso
-                terms = {**terms, "aniso": aniso, "total": loss}
+            shape = self.shape_terms(self.model, campos)
+            if shape:
+                loss = loss + sum(shape.values())
+                terms = {**terms, **shape, "total": loss}
         # Stop before a non-finite loss reaches the parameters. On the CPU the check is free; on
         # CUDA it would stall the queue, so it runs every 10 iterations (non-finite sample
         # coordinates are made harmless in the tri-plane meanwhile).
@@ -236,10 +241,6 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
         # copies: on the fast path the terms are views of the loss graph's static outputs
         return {k: v.detach().clone() for k, v in terms.items()}
-
-    def _sets_of(self) -> list:
-        """The model's sets of Gaussians: the head's, and the body's if it has one."""
-        return [self.model] + ([self.model.body] if self.model.body is not None else [])
 
     def _sets(self, n_head: int) -> list[tuple[Densifier, slice]]:
         """Each densifier with its Gaussians' rows in a frame's joined tensors."""

@@ -1,0 +1,201 @@
+"""What keeps turned views whole: the body's surface fitted to its silhouette, the body
+Gaussians held on it, the penalty on Gaussians that reach along the line of sight, the visual
+hull that prunes head Gaussians, and the split of a dataset by head yaw."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scene import Scene
+from scene.body_model import BodyGaussians
+from scene.body_shape import fit_body_surface
+from scene.gaussian_model import GaussianHead, ModelConfig
+from scene.run_folder import load_model, save_model, write_meta
+from scene.yaw_split import frame_yaws, plan_yaw_split, write_yaw_split
+from tests.helpers import look_at_c2w
+from tools import make_synthetic as ms
+from training.densification import Densifier, DensifyConfig
+from training.regularizers import VisualHull, view_extent_penalty
+from utils.errors import DatasetError
+from utils.graphics_utils import quat_to_rotmat
+
+
+def _synthetic_body(res: int = 96):
+    """The synthetic world's neck and torso silhouette [res, res] from its fixed camera, and
+    the true depth along the camera's axis of the torso at every pixel (inf off it)."""
+    world = ms.build_world(res, seed=0)
+    frame = ms.render_frame(world, {}, np.eye(4))
+    neck = frame.label == ms.LABEL_NECK
+    region = neck | (frame.label == ms.LABEL_TORSO)
+    ss = ms.SS
+    t = world.static_t[ss // 2::ss, ss // 2::ss]
+    ray_z = -world.rays[2, ss // 2::ss, ss // 2::ss]
+    return world, region, neck, t * ray_z
+
+
+def test_fitted_surface_lies_near_the_synthetic_torso():
+    """The surface fitted to the synthetic body's silhouette (the head 0.55 away, half a head
+    width 0.09) lies on average within 2 cm of the true torso's front (whose half-depth is
+    0.1), in every row nearer the camera inside than at the sides;
+    the shoulders' top lies further back than the chest below it."""
+    world, region, neck, true_depth = _synthetic_body()
+    surf = fit_body_surface(region, world.fx, world.fy, world.cx, world.cy,
+                            head_depth=ms.CAMERA_EYE[2], head_half_width=0.09, grid=world.res,
+                            neck=neck)
+    torso = np.isfinite(true_depth) & region & ~neck
+    rows = np.flatnonzero(torso.any(1))
+    err = []
+    for r in rows[len(rows) // 3:]:
+        cols = np.flatnonzero(torso[r])
+        err.append(np.abs(surf.depth[r, cols] - true_depth[r, cols]))
+        row = surf.depth[r, cols]
+        assert row.min() < row[0] - 0.01 and row.min() < row[-1] - 0.01
+    assert np.mean(np.concatenate(err)) < 0.02
+    shoulder = np.flatnonzero(torso[:, 25])
+    assert surf.depth[shoulder[0], 25] > surf.depth[shoulder[-1], 25] + 0.02
+
+
+def test_ray_ellipse_depth_on_an_axis_aligned_circle():
+    """A round neck of radius 0.05 centred 0.6 away on the axis: the central ray meets it at
+    0.55, a ray past its side misses it (the centre's depth)."""
+    region = np.zeros((41, 41), bool)
+    f = 100.0
+    half_px = 0.05 / 0.6 * f  # the neck's half-width in pixels at its centre's depth
+    region[:, int(round(20.5 - half_px)):int(round(20.5 + half_px))] = True
+    surf = fit_body_surface(region, f, f, 20.5, 20.5, head_depth=0.6, head_half_width=0.1,
+                            offset=0.0, grid=41)
+    assert surf.depth[20, 20] == pytest.approx(0.55, abs=0.003)
+    assert surf.depth[20, 0] == pytest.approx(0.6)
+    assert surf.depth[20, 14] > surf.depth[20, 17] > surf.depth[20, 20]
+
+
+def _surface_body(n: int = 40) -> BodyGaussians:
+    world, region, neck, _ = _synthetic_body(48)
+    surf = fit_body_surface(region, world.fx, world.fy, world.cx, world.cy, 0.55, 0.09,
+                            neck=neck)
+    b = BodyGaussians(shape="surface")
+    rng = np.random.default_rng(0)
+    ys, xs = np.nonzero(region)
+    k = rng.integers(0, len(ys), n)
+    d = 0.55
+    pts = np.stack([(xs[k] - world.cx) / world.fx * d, -(ys[k] - world.cy) / world.fy * d,
+                    np.full(n, -d)], 1)
+    poses = np.stack([look_at_c2w([0.1 * np.sin(a), 0.0, 0.55]) for a in (-1, 0, 1)])
+    b.init_from_points(pts, rng.random((n, 3)), poses, length=0.1, surface=surf, ref_depth=d)
+    return b
+
+
+def test_body_gaussians_stay_on_the_surface_and_keep_their_image_position():
+    """Whatever the position parameters become (training, densification), a body Gaussian lies
+    on the surface, on the ray through the image point its (x, y) names; gradients reach
+    (x, y), not the ignored depth; the thin axis of a new Gaussian is the surface's normal."""
+    b = _surface_body()
+    with torch.no_grad():
+        b.xyz[:, :2] += 0.01 * torch.randn(b.num_gaussians, 2)
+        b.xyz[:, 2] = 5.0  # ignored
+    with torch.no_grad():
+        b.follow.zero_()
+    means = b.frames(torch.eye(4)[None])["means"][0]  # camera frame = head frame here
+    depth = -means[:, 2]
+    torch.testing.assert_close(depth, b.surface_depth(b.xyz[:, :2]))
+    torch.testing.assert_close(means[:, :2] / depth[:, None], b.xyz[:, :2] / b.ref_depth)
+    means.sum().backward()
+    assert b.xyz.grad[:, :2].abs().sum() > 0 and b.xyz.grad[:, 2].abs().sum() == 0
+
+    fresh = _surface_body()
+    thin = quat_to_rotmat(fresh.rotation)[:, :, 2]  # the local z axis, the smallest scale
+    normals = fresh.surface_normals(fresh.xyz[:, :2])
+    assert (torch.abs((thin * normals).sum(-1)) > 0.999).all()
+    assert (fresh.scaling[:, 2] < fresh.scaling[:, 0]).all()
+
+
+def test_model_with_a_surface_body_round_trips(tmp_path):
+    cfg = ModelConfig(exp_dim=5, radius=0.2, body=True, body_shape="surface")
+    m = GaussianHead(cfg)
+    m.init_from_points(np.random.default_rng(0).normal(scale=0.05, size=(30, 3)))
+    m.body = _surface_body()
+    write_meta(tmp_path, m)
+    save_model(tmp_path, m, 10, torch.zeros(3))
+    loaded, _ = load_model(tmp_path, 10)
+    assert loaded.body.shape == "surface"
+    pose = torch.tensor(look_at_c2w([0.05, 0.0, 0.55]), dtype=torch.float32)[None]
+    torch.testing.assert_close(loaded.body.frames(pose)["means"], m.body.frames(pose)["means"])
+    meta = json.loads((tmp_path / "model_meta.json").read_text())
+    assert meta["model"]["body_shape"] == "surface"
+
+
+def test_view_extent_penalty_spares_discs_facing_the_eye():
+    eye = torch.tensor([0.0, 0.0, 1.0])
+    means = torch.zeros(3, 3)
+    rot = torch.tensor([[1.0, 0, 0, 0]] * 3)  # identity: local axes = world axes
+    log_s = torch.log(torch.tensor([[1.0, 1.0, 0.1],    # disc facing the eye (normal z)
+                                    [0.1, 0.1, 1.0],    # needle pointing at the eye
+                                    [1.0, 0.1, 1.0]]))  # sheet edge-on
+    each = [view_extent_penalty(means[i:i + 1], rot[i:i + 1], log_s[i:i + 1], eye, 1.0).item()
+            for i in range(3)]
+    assert each[0] == 0.0
+    assert each[1] == pytest.approx(np.log(1.0 / 0.1), rel=1e-4)
+    assert each[2] == pytest.approx(0.5 * np.log(1.0 / ((1.0 + 0.01) / 2)), rel=1e-4)
+    # turned by 90 degrees about y, the disc is edge-on and the needle across the view
+    rot90 = torch.tensor([[np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]] * 3,
+                         dtype=torch.float32)
+    turned = view_extent_penalty(means[:2], rot90[:2], log_s[:2], eye, 1.0)
+    assert turned.item() == pytest.approx(0.5 * 0.5 * np.log(1.0 / ((1.0 + 0.01) / 2)),
+                                          rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def synthetic_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn") / "data"
+    ms.make_synthetic(root, frames=40, res=48, seed=0, novel_yaws=())
+    return root
+
+
+def test_visual_hull_holds_the_head_and_not_the_space_beside_it(synthetic_dataset):
+    """Points of the synthetic head are inside its hull; points beside it and above it are
+    not; densification prunes Gaussians outside it and keeps the rest."""
+    scene = Scene(synthetic_dataset, test_frames=8, eval_frames=8)
+    hull = VisualHull.build(scene, head_only=True, device=torch.device("cpu"))
+    assert hull is not None
+    inside = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.05, 0.05], [0.05, 0.0, 0.0]])
+    outside = torch.tensor([[0.3, 0.0, 0.0], [0.0, 0.3, 0.0], [-0.25, 0.1, 0.0]])
+    assert hull.inside(inside).all() and not hull.inside(outside).any()
+
+    m = GaussianHead(ModelConfig(exp_dim=scene.exp_dim, radius=0.2))
+    m.init_from_points(torch.cat([inside, outside]).numpy())
+    d = Densifier(DensifyConfig(start=0, interval=1), m.num_gaussians, torch.device("cpu"),
+                  keep=hull.inside)
+    d.max_opacity = torch.ones(m.num_gaussians)
+    d.densify_and_prune(m, [], extent=1.0, iteration=1)
+    torch.testing.assert_close(m.xyz.detach(), inside)
+
+
+def test_yaw_split_holds_out_the_turned_frames(synthetic_dataset, tmp_path):
+    """The frames turned past the limit are held out last, after the last test frames within
+    it; train.py reads the split dataset with --test_frames = held_out."""
+    meta = json.loads((synthetic_dataset / "transforms.json").read_text())
+    c2w = np.array([f["transform_matrix"] for f in meta["frames"]])
+    yaws = frame_yaws(c2w)
+    limit = float(np.quantile(np.abs(yaws - np.median(yaws)), 0.7))
+    split = write_yaw_split(synthetic_dataset, tmp_path / "split", limit, test_frames=4)
+    d = np.abs(yaws - np.median(yaws))
+    ids = [f["img_id"] for f in meta["frames"]]
+    assert split.turned == [i for i, y in zip(ids, d) if y > limit] and split.turned
+    assert split.test == [i for i, y in zip(ids, d) if y <= limit][-4:]
+    scene = Scene(tmp_path / "split", test_frames=split.held_out, eval_frames=split.held_out)
+    assert [c.img_id for c in scene.test_cameras] == split.test + split.turned
+    assert sorted(c.img_id for c in scene.train_cameras) == sorted(split.train)
+    auto = plan_yaw_split(ids, c2w, None, test_frames=4)
+    assert len(auto.turned) == pytest.approx(0.15 * len(ids), abs=1)
+    with pytest.raises(DatasetError, match="yaw split"):
+        plan_yaw_split(ids, c2w, 0.0, test_frames=len(ids))
+
+
+def test_frame_yaws_follow_the_camera_about_the_head():
+    c2w = np.stack([look_at_c2w([0.5 * np.sin(np.radians(a)), 0.0, 0.5 * np.cos(np.radians(a))])
+                    for a in (-20.0, 0.0, 35.0)])
+    np.testing.assert_allclose(frame_yaws(c2w), [-20.0, 0.0, 35.0], atol=1e-9)

@@ -1,0 +1,140 @@
+"""Penalties on the shapes of Gaussians that only look right from the capture direction, and
+the visual hull that prunes head Gaussians no training view holds.
+
+One camera films a monocular video, and the head turns only a few tens of degrees in it. Two
+kinds of Gaussian fit the training frames but break a turned view:
+
+- needles and sheets that reach *along* the line of sight: from the capture camera a needle
+  pointing at it is a dot and a sheet edge-on is a line, from 30 degrees they are streaks and
+  flakes. :func:`view_extent_penalty` penalises a Gaussian whose standard deviation along the
+  line of sight exceeds ``max_ratio`` times its mean one across it; discs facing the camera
+  (what a surface seen from the front is made of) cost nothing;
+- Gaussians outside the head's visual hull (the volume that projects inside the head's
+  silhouette in the training frames), which a turned view sees beside the head:
+  :class:`VisualHull` finds them, and densification prunes them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+
+from scene import Scene
+from scene.dataset_images import read_silhouette
+from utils.graphics_utils import GL_TO_CV, quat_to_rotmat
+
+
+def anisotropy_penalty(log_scales: torch.Tensor, max_ratio: float) -> torch.Tensor:
+    """Mean over Gaussians [N, 3] of how far the log-ratio of the largest to the smallest
+    scale exceeds log(max_ratio) (0 for none)."""
+    if log_scales.shape[0] == 0:
+        return log_scales.sum()
+    spread = log_scales.amax(dim=1) - log_scales.amin(dim=1)
+    return torch.relu(spread - float(torch.log(torch.tensor(max_ratio)))).mean()
+
+
+def view_extent_penalty(means: torch.Tensor, rotations: torch.Tensor, log_scales: torch.Tensor,
+                        eye: torch.Tensor, max_ratio: float) -> torch.Tensor:
+    """Mean over Gaussians of how far log(sigma_along / sigma_across) exceeds log(max_ratio):
+    sigma_along is the standard deviation along the line from ``eye`` [3] to the Gaussian's
+    centre (means [N, 3]; rotations [N, 4] quaternions; log_scales [N, 3]), sigma_across the
+    root mean of the variances of the two directions across it. A sphere has the ratio 1, a
+    disc facing the eye 0, a sheet edge-on sqrt(2)."""
+    if means.shape[0] == 0:
+        return log_scales.sum()
+    view = torch.nn.functional.normalize(means.detach() - eye, dim=-1)
+    local = (quat_to_rotmat(rotations).transpose(-1, -2) @ view[..., None])[..., 0]
+    var = torch.exp(2.0 * log_scales)
+    along = (var * local ** 2).sum(-1)
+    across = ((var.sum(-1) - along) / 2).clamp_min(1e-20)
+    ratio = 0.5 * torch.log(along.clamp_min(1e-20) / across)
+    return torch.relu(ratio - math.log(max_ratio)).mean()
+
+
+class ShapeTerms:
+    """The shape penalties of a training step, weighted, by name (none with zero weights)."""
+
+    def __init__(self, lambda_aniso: float, max_aniso: float, lambda_view: float,
+                 max_view_ratio: float):
+        self.lambda_aniso, self.max_aniso = lambda_aniso, max_aniso
+        self.lambda_view, self.max_view_ratio = lambda_view, max_view_ratio
+
+    def __call__(self, model, campos: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``model``: the GaussianHead (head and body); campos [3]: the capture camera's centre
+        in the head's frame (the body's Gaussians are seen from their frame's origin)."""
+        sets = [model] + ([model.body] if model.body is not None else [])
+        terms = {}
+        if self.lambda_aniso > 0:
+            terms["aniso"] = self.lambda_aniso * sum(
+                anisotropy_penalty(s.scaling, self.max_aniso) for s in sets)
+        if self.lambda_view > 0:
+            view = view_extent_penalty(model.xyz, model.rotation, model.scaling, campos,
+                                       self.max_view_ratio)
+            if model.body is not None:
+                b = model.body
+                body_means = b.on_surface(b.xyz[:, :2]) if b.shape == "surface" else b.xyz
+                view = view + view_extent_penalty(body_means, b.rotation, b.scaling,
+                                                  torch.zeros_like(campos), self.max_view_ratio)
+            terms["view_extent"] = self.lambda_view * view
+        return terms
+
+
+class VisualHull:
+    """The head's visual hull from up to ``max_views`` training frames: a point is inside
+    where it projects into the (dilated) silhouette of at least ``min_fraction`` of them.
+
+    Silhouettes: the parsing maps' head where ``head_only`` and every frame has one (a model
+    with a body), else the person masks. Without either there is no hull (``None`` from
+    :meth:`build`)."""
+
+    def __init__(self, silhouettes: torch.Tensor, w2c: torch.Tensor, k: torch.Tensor,
+                 min_fraction: float = 0.9):
+        self.silhouettes = silhouettes  # [V, h, w] bool
+        self.w2c = w2c  # [V, 4, 4], OpenCV axes
+        self.k = k  # [V, 3, 3] at the silhouettes' size
+        self.min_fraction = min_fraction
+
+    @classmethod
+    def build(cls, scene: Scene, head_only: bool, device: torch.device, max_views: int = 24,
+              size: int = 128, dilate: float = 0.03) -> VisualHull | None:
+        """``dilate``: the silhouettes grow by this fraction of their width (tracking jitter,
+        the deformation's reach)."""
+        info = scene.info
+        frames = info.train_frames
+        head_only = head_only and scene.has_parsing
+        pick = np.linspace(0, len(frames) - 1, min(max_views, len(frames))).round().astype(int)
+        src = info.source_intrinsics
+        sils, w2cs, ks = [], [], []
+        for i in pick:
+            sil = read_silhouette(info, frames[i], head_only or None)
+            if sil is None:
+                return None
+            h = max(1, round(size * sil.shape[0] / sil.shape[1]))
+            sil = cv2.resize(sil.astype(np.float32), (size, h), interpolation=cv2.INTER_AREA)
+            r = max(1, round(dilate * size))
+            sil = cv2.dilate((sil > 0.5).astype(np.uint8), np.ones((2 * r + 1, 2 * r + 1),
+                                                                    np.uint8))
+            sx, sy = size / src.width, h / src.height
+            sils.append(sil.astype(bool))
+            w2cs.append(np.linalg.inv(frames[i].c2w @ GL_TO_CV))
+            ks.append([[src.fx * sx, 0, src.cx * sx], [0, src.fy * sy, src.cy * sy], [0, 0, 1]])
+        as_t = lambda a, dt: torch.tensor(np.asarray(a), dtype=dt, device=device)  # noqa: E731
+        return cls(as_t(sils, torch.bool), as_t(w2cs, torch.float32), as_t(ks, torch.float32))
+
+    @torch.no_grad()
+    def inside(self, points: torch.Tensor) -> torch.Tensor:
+        """Whether points [N, 3] (head frame) lie inside the hull -> [N] bool."""
+        v, h, w = self.silhouettes.shape
+        p = points[None] @ self.w2c[:, :3, :3].transpose(-1, -2) + self.w2c[:, None, :3, 3]
+        z = p[..., 2].clamp_min(1e-6)
+        uv = p[..., :2] / z[..., None] @ self.k[:, :2, :2].transpose(-1, -2) + self.k[:, None,
+                                                                                      :2, 2]
+        u, vv = uv[..., 0].floor().long(), uv[..., 1].floor().long()
+        ok = (u >= 0) & (u < w) & (vv >= 0) & (vv < h) & (p[..., 2] > 0)
+        idx = torch.arange(v, device=points.device)[:, None].expand_as(u)
+        hit = torch.zeros_like(ok)
+        hit[ok] = self.silhouettes[idx[ok], vv[ok], u[ok]]
+        return hit.float().mean(0) >= self.min_fraction
