@@ -24,6 +24,7 @@ from arguments import (
 )
 from scene import Scene
 from scene.render_sets import (
+    NOVEL_VIEW_RANGE,
     driving_cameras,
     render_cameras,
     render_novel_ground_truth,
@@ -52,11 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--skip_train", help="do not render the training frames", **flag)
     r.add_argument("--skip_test", help="do not render the test frames", **flag)
     r.add_argument("--novel_view", help="render the test expressions from a camera orbiting "
-                   "the head (+15 to -15 degrees, at the dataset's camera distance), and the "
-                   "dataset's novel views with ground truth where it has them (novel/)",
-                   **flag)
+                   "the head (+R to -R degrees, R = --novel_view_range, at the dataset's "
+                   "camera distance), and the dataset's novel views with ground truth where it "
+                   "has them (novel/)", **flag)
     r.add_argument("--novel_view_frames", type=int, default=100,
                    help="frames of the novel-view orbit")
+    r.add_argument("--novel_view_range", type=float, default=NOVEL_VIEW_RANGE,
+                   help="half-width of the orbit in degrees about the head's vertical axis. The "
+                   "default is what an avatar from a monocular video holds well (a few tens of "
+                   "degrees of head turn in the video, the turned views measured in "
+                   "docs/benchmarks.md); larger ranges show the sides of the head and body "
+                   "that the video never filmed, e.g. 45")
     r.add_argument("--driving", default=None,
                    help="cross-reenactment: take expressions frame by frame from another "
                         "dataset's transforms.json (or its folder)")
@@ -146,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {len(cams)} frames in {d}")
     if v["novel_view"]:
         d = render_novel_view(model, scene, out_root, it, backend, device,
-                              v["novel_view_frames"], **common)
-        print(f"novel view: {v['novel_view_frames']} frames in {d}")
+                              v["novel_view_frames"], **common,
+                              yaw_range=v["novel_view_range"])
+        print(f"novel view: {v['novel_view_frames']} frames from {v['novel_view_range']:+g} to "
+              f"{-v['novel_view_range']:+g} degrees in {d}")
         d = render_novel_ground_truth(model, scene, out_root, it, backend, device, **common)
         if d is not None:
             print(f"novel views with ground truth (the dataset's novel/): {d}")

@@ -18,6 +18,9 @@ from scene.rendering import RenderNetworks, colour_viewpoint, render_view
 from utils.errors import DatasetError
 from utils.io_utils import VideoWriter, atomic_write_json, to_uint8, write_png
 
+# half-width in degrees of render.py's --novel_view orbit (the original code's: 15)
+NOVEL_VIEW_RANGE = 20.0
+
 
 class _OrderedWriter:
     """Runs the file writing of rendered frames on one background thread, in submission
@@ -136,11 +139,14 @@ def render_cameras(model: GaussianHead, cams: list[Camera], out_dir: Path, name:
 def render_novel_view(model: GaussianHead, scene: Scene, out_root: Path, iteration: int,
                       backend: str, device: torch.device, n_frames: int = 100,
                       fps: float = 25.0, video: bool = True, quiet: bool = False,
-                      networks: RenderNetworks | None = None) -> Path:
-    """The test expressions (train ones if there is no test set) seen from an orbit."""
+                      networks: RenderNetworks | None = None,
+                      yaw_range: float = NOVEL_VIEW_RANGE) -> Path:
+    """The test expressions (train ones if there is no test set) seen from an orbit from
+    +``yaw_range`` to -``yaw_range`` degrees about the head's vertical axis."""
     src = scene.test_cameras or scene.train_cameras
     cams = orbit_cameras([c.exp for c in src], scene.info.intrinsics, scene.camera_distance,
-                         n_frames=n_frames, captures=[c.c2w_gl for c in src])
+                         n_frames=n_frames, start_deg=yaw_range, end_deg=-yaw_range,
+                         captures=[c.c2w_gl for c in src])
     bg = torch.tensor(scene.background, device=device)
     return render_cameras(model, cams, Path(out_root) / "novel_view" / f"ours_{iteration}",
                           "novel_view", bg, backend, device, None, fps, video, quiet,

@@ -234,3 +234,33 @@ def test_without_m_a_fresh_run_folder_is_made_under_output(dataset, tmp_path):
     assert r.returncode == 0, r.stderr
     runs = list((tmp_path / "output").iterdir())
     assert len(runs) == 1 and (runs[0] / "point_cloud" / "iteration_2").is_dir()
+
+
+def test_schedule_clock_fits_the_schedule_to_a_time_budget():
+    """Without a limit the schedule's position is the iteration; with one it is the share of
+    the budget spent times --iterations wherever that runs ahead of the iterations."""
+    from training.run_control import ScheduleClock
+
+    free = ScheduleClock(1000)
+    assert free.position(10, 1e9) == 10 and not free.spent(1e9)
+    budget = ScheduleClock(1000, time_limit=60.0)
+    assert budget.position(10, 30.0) == 500.0  # half the budget spent: half the schedule
+    assert budget.position(700, 30.0) == 700.0  # the iterations ahead of the clock
+    assert budget.position(10, 90.0) == 1000.0 and budget.spent(60.0)
+
+
+def test_time_budget_runs_every_phase_compressed(dataset, tmp_path):
+    """A budget far too short for --iterations: the run still switches on the deformation
+    (at 5 % of the schedule) and ends at the schedule's end when the budget is spent, saved
+    and evaluated there, with model_meta.json saying where the deformation started."""
+    out = tmp_path / "budget"
+    opts = [o for o in COMMON if o not in ("--warm_up", "150")]
+    trainer = train.train(["-s", str(dataset), "-m", str(out), "--eval", "--iterations",
+                           "1000000", "--time_limit", "0.25", *opts])
+    last = trainer.last_iteration
+    assert 2 < last < 1_000_000
+    meta = json.loads((out / "model_meta.json").read_text())
+    assert 0 < meta["model"]["deform_from"] < last
+    assert trainer.model.deforms_at(last)
+    assert [e["iteration"] for e in json.loads((out / "eval_log.json").read_text())] == [last]
+    assert (out / "point_cloud" / f"iteration_{last}" / "point_cloud.ply").is_file()

@@ -142,14 +142,20 @@ class Densifier:
         self.grad_accum += torch.where(visible, norm, torch.zeros_like(norm))
         self.denom += visible.float()
 
-    def due(self, iteration: int) -> bool:
+    def due(self, iteration: int, position: float | None = None) -> bool:
+        """Whether to densify after ``iteration``: every ``interval`` iterations while the
+        schedule's ``position`` (the iteration, unless a time budget runs the schedule ahead
+        of it: :class:`training.run_control.ScheduleClock`) is between start and stop."""
         c = self.cfg
-        return iteration < c.stop and iteration > c.start and iteration % c.interval == 0
+        p = iteration if position is None else position
+        return c.start < p < c.stop and iteration % c.interval == 0
 
     @torch.no_grad()
     def densify_and_prune(self, model: GaussianHead, optimizers, extent: float,
-                          iteration: int) -> dict[str, int]:
-        """One densification step. Returns counts of cloned, split and pruned Gaussians."""
+                          iteration: float) -> dict[str, int]:
+        """One densification step at the schedule's position ``iteration`` (large Gaussians are
+        pruned after ``size_prune_after``). Returns counts of cloned, split and pruned
+        Gaussians."""
         c = self.cfg
         n = model.num_gaussians
         dev = model.xyz.device

@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="after training, also render the test expressions from a camera "
                           "orbiting the head (as render.py --novel_view)")
     run.add_argument("--time_limit", type=float, default=None, metavar="MINUTES",
-                     help="stop after this many minutes of training steps (evaluation and "
-                          "saving not counted), evaluating and saving there; the schedule "
-                          "stays that of --iterations")
+                     help="a budget of this many minutes of training steps (evaluation and "
+                          "saving not counted): the schedule of --iterations is fitted to it "
+                          "(its phases and learning rates follow the share of the budget spent, "
+                          "where that runs ahead of the iterations), and the run ends, evaluated "
+                          "and saved, when the budget is spent or the iterations are done")
     run.add_argument("--quiet", nargs="?", const=True, type=str2bool, default=False,
                      metavar="true|false", help="no progress bar")
     run.add_argument("--tensorboard", nargs="?", const=True, type=str2bool, default=True,
@@ -93,7 +95,8 @@ def train(argv: list[str] | None = None):
     limit = values.get("time_limit")
     trainer.final_metrics = trainer.run(None if limit is None else 60.0 * limit)
     if values["novel_view"]:
-        d = render_novel_view(trainer.model, trainer.scene, trainer.model_path, opt.iterations,
+        d = render_novel_view(trainer.model, trainer.scene, trainer.model_path,
+                              trainer.last_iteration,
                               trainer.backend, trainer.device, quiet=values["quiet"])
         print(f"novel-view video: {d / 'novel_view.mp4'}")
     return trainer

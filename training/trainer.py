@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import math
-import random
 import sys
 import time
 import uuid
@@ -30,7 +29,6 @@ from scene.rendering import colour_viewpoint, render_view
 from scene.run_folder import (
     CHECKPOINT,
     append_eval_log,
-    config_record,
     save_model,
     write_cameras_json,
     write_cfg_args,
@@ -42,9 +40,10 @@ from training.cuda_graphs import FrameNetworks
 from training.densification import Densifier, DensifyConfig
 from training.losses import TrainingLoss
 from training.model_setup import build_model
-from training.optimizers import build_optimizers, load_as_built
+from training.optimizers import build_optimizers
 from training.regularizers import ShapeTerms, VisualHull
-from training.run_control import CameraSampler, DeferredInterrupt
+from training.resume import checkpoint_state, restore_state
+from training.run_control import CameraSampler, DeferredInterrupt, ScheduleClock
 from utils.errors import OptionError, TrainingDiverged
 from utils.execution import Execution, resolve_execution
 from utils.general_utils import seed_everything
@@ -139,10 +138,12 @@ class Trainer:
         self.frame_networks = FrameNetworks(self.model, self.execution.graphs)
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
         self.start_iteration = 1
+        self.train_seconds = 0.0  # in training steps (a resumed run's includes the earlier)
         self.last_saved: int | None = None
         self.loss_log: list[tuple[int, float]] = []  # (iteration, total loss) every 10
         if ckpt is not None:
-            self._restore(ckpt)
+            restore_state(self, ckpt)
+        self.last_iteration = self.start_iteration - 1
 
         # 3. the run folder
         self.model_path.mkdir(parents=True, exist_ok=True)
@@ -190,20 +191,22 @@ class Trainer:
         g = self.model.with_body(g, cam.capture(self.device))
         return render_view(self.model, g, cam, self.background, self.backend)
 
-    def step(self, iteration: int) -> dict[str, torch.Tensor]:
-        """One training iteration. Returns the loss terms (detached copies: no autograd graph
-        or graph buffer outlives the iteration). Each part runs in a named ``self.phases``
+    def step(self, iteration: int, position: float | None = None) -> dict[str, torch.Tensor]:
+        """One training iteration at the schedule's ``position`` (default: the iteration; see
+        :class:`ScheduleClock`). Returns the loss terms (detached copies: no autograd graph or
+        graph buffer outlives the iteration). Each part runs in a named ``self.phases``
         range."""
         o, phase = self.opt, self.phases
+        pos = iteration if position is None else position
         if iteration % SH_DEGREE_INTERVAL == 0:
             self.model.oneup_sh_degree()
         with phase("learning rates"):
-            self._set_learning_rates(iteration)
+            self._set_learning_rates(pos)
         cam = self.scene.train_cameras[self.sampler.next()]
         _, _, campos, exp = cam.tensors(self.device, self.model.centred_principal_point)
         with phase("networks forward"):
             # padded and CUDA-graphed on the fast path; the arithmetic of model.derive
-            g = self.frame_networks(exp, campos, deform=self.model.deforms_at(iteration))
+            g = self.frame_networks(exp, campos, deform=self._deforms(iteration, pos))
             n_head = g.means.shape[0]
             g = self.model.with_body(g, cam.capture(self.device))
         with phase("rasterization forward"):
@@ -225,15 +228,15 @@ class Trainer:
             loss.backward()
 
         with torch.no_grad():
-            if iteration < o.densify_until_iter:
+            if pos < o.densify_until_iter:
                 with phase("densification statistics"):
                     grad = means2d_grad(out)
                     for d, rows in self._sets(n_head):
                         d.observe(None if grad is None else grad[rows], out.radii[rows],
                                   g.opacities[rows], cam.width, cam.height)
-                if self.densifier.due(iteration):
+                if self.densifier.due(iteration, pos):
                     with phase("densification"):
-                        self._densify(iteration)
+                        self._densify(iteration, pos)
         for opt in self.optimizers:
             with phase(f"optimizer step ({opt.param_groups[0]['name']}...)"):
                 opt.step()
@@ -249,14 +252,24 @@ class Trainer:
             out.append((self.body_densifier, slice(n_head, None)))
         return out
 
-    def _densify(self, iteration: int) -> None:
+    def _deforms(self, iteration: int, position: float) -> bool:
+        """Whether the deformation network is on; where a time budget's clock reaches the end
+        of the warm-up before the iterations do, it is switched on here (and the run folder's
+        model_meta.json says from which iteration)."""
+        m = self.model
+        if not m.deforms_at(iteration) and position >= self.opt.warm_up:
+            m.cfg.deform_from = iteration
+            write_meta(self.model_path, m)
+        return m.deforms_at(iteration)
+
+    def _densify(self, iteration: int, position: float) -> None:
         """Clone, split and prune the head's Gaussians and the body's, each with its own
         statistics, in the optimizers of its own parameters."""
         stats = self.densifier.densify_and_prune(self.model, self.optimizers, self.extent,
-                                                 iteration)
+                                                 position)
         if self.body_densifier is not None:
             body = self.body_densifier.densify_and_prune(
-                self.model.body, self.optimizers, self.extent, iteration)
+                self.model.body, self.optimizers, self.extent, position)
             stats |= {f"body_{k}": v for k, v in body.items()}
         if self.tb:
             for k, v in stats.items():
@@ -265,7 +278,8 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run(self, time_limit: float | None = None) -> dict:
         """Train to --iterations, or until ``time_limit`` seconds of training (evaluation and
-        saving not counted) have passed: the last iteration is then evaluated and saved there.
+        saving not counted) have passed, with the schedule fitted to that budget
+        (:class:`ScheduleClock`): the last iteration is then evaluated and saved there.
         Returns the last test metrics; ``self.train_seconds`` and ``self.last_iteration`` say
         how long and how far it trained."""
         o = self.opt
@@ -281,16 +295,16 @@ class Trainer:
         final_metrics: dict = {}
         iteration = self.start_iteration - 1
         t0 = time.time()
-        self.train_seconds = 0.0
+        clock = ScheduleClock(last, time_limit)
         with DeferredInterrupt(self.log) as interrupt:
             for iteration in bar:
                 t_step = time.perf_counter()
-                terms = self.step(iteration)
+                terms = self.step(iteration, clock.position(iteration, self.train_seconds))
                 self.train_seconds += time.perf_counter() - t_step
-                out_of_time = time_limit is not None and self.train_seconds >= time_limit
+                out_of_time = clock.spent(self.train_seconds)
                 if out_of_time and iteration < last:
                     self.log(f"\n[run] time limit of {time_limit:.0f} s reached at iteration "
-                             f"{iteration}")
+                             f"{iteration}, the end of the schedule fitted to it")
                     if self.data.eval:
                         self.test_iterations.append(iteration)
                     self.save_iterations.append(iteration)
@@ -374,64 +388,8 @@ class Trainer:
         self._check_finite(iteration)
         if not checkpoint_only:
             save_model(self.model_path, self.model, iteration, self.scene.mean_campos())
-        write_checkpoint(self.model_path, self._checkpoint(iteration))
+        write_checkpoint(self.model_path, checkpoint_state(self, iteration))
         self.last_saved = iteration
-
-    def _checkpoint(self, iteration: int) -> dict:
-        return {
-            "iteration": iteration,
-            "data": self.data.to_dict(), "optimization": self.options.to_dict(),
-            "pipeline": self.pipe.to_dict(), "seed": self.seed, **self.asked_iterations,
-            "model_config": config_record(self.model),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "active_sh_degree": self.model.active_sh_degree,
-            "optimizers": [opt.state_dict() for opt in self.optimizers],
-            "densifier": {k: v.cpu() for k, v in self.densifier.state_dict().items()},
-            "body_densifier": None if self.body_densifier is None else {
-                k: v.cpu() for k, v in self.body_densifier.state_dict().items()},
-            "sampler": self.sampler.state_dict(),
-            "rng": {
-                "python": random.getstate(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            },
-            "last_saved": self.last_saved,
-        }
-
-    def _restore(self, ckpt: dict) -> None:
-        sd = ckpt["model"]
-        n = sd["xyz"].shape[0]
-        self.model.set_gaussians({k: sd[k] for k in ("xyz", "scaling", "rotation",
-                                                     "derivations")})
-        if self.model.body is not None:
-            self.model.body.set_gaussians({k: sd[f"body.{k}"] for k in
-                                           self.model.body.per_gaussian()})
-        self.model.load_state_dict(sd)
-        self.model.to(self.device)
-        self.model.active_sh_degree = ckpt["active_sh_degree"]
-        self._build_optimizers()
-        for opt, state in zip(self.optimizers, ckpt["optimizers"]):
-            load_as_built(opt, state)  # this run's kernels, whichever path wrote the state
-        # torch's load_state_dict turns an integer 'step' into a float32 tensor; geoopt keeps
-        # it as an int, and the bias correction would then differ in the last bit
-        for st in self.opt_deriv.state.values():
-            if torch.is_tensor(st.get("step")):
-                st["step"] = int(st["step"].item())
-        self.densifier.load_state_dict(ckpt["densifier"])
-        assert len(self.densifier) == n
-        if self.body_densifier is not None:
-            self.body_densifier.load_state_dict(ckpt["body_densifier"])
-        self.sampler.load_state_dict(ckpt["sampler"])
-        rng = ckpt["rng"]
-        random.setstate(rng["python"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.start_iteration = ckpt["iteration"] + 1
-        self.last_saved = ckpt["iteration"]
-        self.log(f"[run] resumed from {self.model_path / CHECKPOINT} at iteration "
-                 f"{ckpt['iteration']} ({n} Gaussians)")
-
 
 def _check_options(o: OptimizationParams) -> None:
     if o.iterations <= 0:
