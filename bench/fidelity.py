@@ -36,6 +36,7 @@ from arguments import ModelParams, OptimizationParams, PipelineParams, defaults 
 from bench.common import commit, device_name, split_extra, sync  # noqa: E402
 from scene.cameras import orbit_cameras  # noqa: E402
 from scene.render_sets import render_cameras, render_novel_ground_truth  # noqa: E402
+from scene.run_folder import model_file_sizes, save_model  # noqa: E402
 from scene.yaw_split import YawSplit, describe, write_yaw_split  # noqa: E402
 from training.launch import build_parser  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
@@ -186,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         sets = render_sets(t, run, args.train_every, split)
         metrics = {name: evaluate_dir(d, lpips_fn, t.device, quiet=True)[0]
                    for name, d in sets.items()}
+        save_model(run, t.model, t.last_iteration, t.scene.mean_campos())
+        sizes = model_file_sizes(run, t.last_iteration)
         sheet = contact_sheet(sets, args.sheet_rows, args.sheet_cell)
         orbit = orbit_strip(t, run, ORBIT_YAWS, args.sheet_cell // 2)
     m = t.model
@@ -199,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         "body_gaussians": None if m.body is None else m.body.num_gaussians,
         "resolution": f"{t.scene.info.intrinsics.width}x{t.scene.info.intrinsics.height}",
         "train_frames": len(t.scene.train_cameras), "test_frames": len(t.scene.test_cameras),
-        "lpips": lpips_note, "metrics": metrics, "wall_seconds": time.time() - t0,
+        "lpips": lpips_note, "perceptual_loss": t.vgg_note, "model_bytes": sizes,
+        "model_mb": sum(sizes.values()) / 1e6, "metrics": metrics,
+        "wall_seconds": time.time() - t0,
     }
     if split is not None:
         result["yaw_split"] = {"max_yaw": split.max_yaw, "train": len(split.train),
@@ -213,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     write_png(out / f"{name}_orbit.png", orbit)
     print(f"{name}: {t.last_iteration} iterations in {t.train_seconds:.0f} s "
           f"({result['its_per_s']:.1f} it/s), {m.num_gaussians} Gaussians"
-          + (f" + {m.body.num_gaussians} body" if m.body is not None else ""))
+          + (f" + {m.body.num_gaussians} body" if m.body is not None else "")
+          + f", {result['model_mb']:.1f} MB on disk")
     for set_name, means in metrics.items():
         regions = ", ".join(f"{k} {v['psnr']:.2f}" for k, v in means.get("regions", {}).items())
         yaws = ", ".join(f"{k} {v['psnr']:.2f}" for k, v in means.get("yaw", {}).items())

@@ -149,6 +149,13 @@ def _component(model_path: Path, comp: str, it: int) -> Path:
     return Path(model_path) / comp / f"iteration_{it}" / COMPONENTS[comp]
 
 
+def model_file_sizes(model_path: str | Path, iteration: int) -> dict[str, int]:
+    """Bytes on disk of each component file of a saved iteration (point cloud, deformation
+    network, tri-planes, derivations, body)."""
+    return {c: _component(model_path, c, iteration).stat().st_size
+            for c in _components(Path(model_path))}
+
+
 def available_iterations(model_path: Path) -> list[int]:
     """Iterations for which a point cloud was saved, ascending."""
     folder = Path(model_path) / "point_cloud"
