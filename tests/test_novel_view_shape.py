@@ -5,6 +5,7 @@ hull that prunes head Gaussians, and the split of a dataset by head yaw."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -199,3 +200,21 @@ def test_frame_yaws_follow_the_camera_about_the_head():
     c2w = np.stack([look_at_c2w([0.5 * np.sin(np.radians(a)), 0.0, 0.5 * np.cos(np.radians(a))])
                     for a in (-20.0, 0.0, 35.0)])
     np.testing.assert_allclose(frame_yaws(c2w), [-20.0, 0.0, 35.0], atol=1e-9)
+
+
+def test_novel_view_orbit_spans_the_range_asked(synthetic_dataset, monkeypatch, tmp_path):
+    """render.py --novel_view_range R: the orbit's cameras turn from +R to -R degrees about
+    the head's vertical axis (the default NOVEL_VIEW_RANGE)."""
+    from scene import render_sets
+
+    seen = {}
+    monkeypatch.setattr(render_sets, "render_cameras",
+                        lambda model, cams, *a, **k: seen.setdefault("cams", cams))
+    scene = Scene(synthetic_dataset, test_frames=8, eval_frames=8)
+    for yaw_range in (render_sets.NOVEL_VIEW_RANGE, 40.0):
+        model = SimpleNamespace(deforms_at=lambda iteration: True)
+        render_sets.render_novel_view(model, scene, tmp_path, 0, "torch", torch.device("cpu"),
+                                      n_frames=5, yaw_range=yaw_range)
+        yaws = frame_yaws(np.stack([c.c2w_gl for c in seen.pop("cams")]))
+        np.testing.assert_allclose(yaws[0], yaw_range, atol=1e-6)
+        assert yaws.min() > -yaw_range - 1e-6 and np.all(np.diff(yaws) < 0)
