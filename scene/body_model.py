@@ -107,7 +107,7 @@ class BodyGaussians(nn.Module):
         xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
         n = len(xyz)
         dev = self.xyz.device
-        if self.shape == "surface":
+        if self.shape == "surface" and (n or surface is not None):
             if surface is None:
                 raise ValueError("a body of surface shape needs its surface")
             self.surface.copy_(torch.from_numpy(surface.depth))

@@ -182,10 +182,10 @@ def test_ctrl_c_saves_a_consistent_checkpoint_and_resume_matches(run, dataset, t
 
     step = Trainer.step
 
-    def step_with_ctrl_c(self, iteration):
+    def step_with_ctrl_c(self, iteration, position=None):
         if iteration == 40:
             os.kill(os.getpid(), signal.SIGINT)  # arrives mid-iteration
-        return step(self, iteration)
+        return step(self, iteration, position)
 
     part = tmp_path / "interrupted"
     args = ["-s", str(dataset), "-m", str(part), "--eval", "--iterations", str(ITERS),
