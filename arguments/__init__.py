@@ -143,6 +143,10 @@ class ModelParams(ParamGroup):
     body_depth_offset: float = _opt(
         0.4, "with --body_shape surface: how far behind the head's centre the body's centre "
         "lies, in half head widths")
+    body_margin: float = _opt(
+        0.25, "with --body_shape surface: where the body's silhouette touches the frame's sides "
+        "or bottom, the body continues beyond them by this fraction of the image's width and "
+        "height (a turned camera sees past the frame's cut; 0 = the frame only)")
     colour_view: str = _opt(
         "capture",
         "where the colour's view direction comes from: capture (the camera that filmed the "

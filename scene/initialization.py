@@ -116,10 +116,13 @@ class BodyStart:
     surface: BodySurface | None = None
 
 
+MARGIN_DENSITY = 0.25  # body points per pixel beyond the frame, relative to inside it
+
+
 def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray | None,
                         slots: dict[int, int], head_xyz: np.ndarray, n: int, seed: int,
                         max_views: int = 24, shape: str = "surface", depth_ratio: float = 0.5,
-                        depth_offset: float = 0.4) -> BodyStart:
+                        depth_offset: float = 0.4, margin: float = 0.0) -> BodyStart:
     """Initial body Gaussians.
 
     The body region of the image is where the person is in at least half of the sampled
@@ -128,7 +131,10 @@ def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray
     frames' median colour. ``shape="surface"``: the points lie on the body's surface fitted to
     that region (:func:`scene.body_shape.fit_body_surface`, with ``depth_ratio`` and
     ``depth_offset``); ``"slab"``: at the head's depth, spread over a head radius behind it.
-    ``images`` / ``masks`` are the loaded frames (rows ``slots``).
+    ``images`` / ``masks`` are the loaded frames (rows ``slots``). ``margin`` (surface only): the
+    body continues beyond the frame's sides and bottom by this fraction of the image's width
+    and height where its silhouette touches them (the frame cuts the shoulders off, and a
+    turned camera sees past the cut); the silhouette and the colours there repeat the border's.
     """
     rng = np.random.default_rng(seed)
     intr = info.intrinsics
@@ -171,23 +177,33 @@ def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray
         body.append(region)
         colours.append(images[slots[f.index]])
     votes = np.mean(body, axis=0)
-    ys, xs = np.nonzero(votes >= 0.5)
-    if len(ys) == 0:
+    if not (votes >= 0.5).any():
         return empty
     head_depth = float(np.median(depths))
     rgb_median = np.median(np.stack(colours), axis=0) / 255.0  # [H, W, 3]
-    k = rng.integers(0, len(ys), size=n)
-    u = xs[k] + rng.random(n)
+    pad_x = pad_y = 0
+    if shape == "surface" and margin > 0:  # the silhouette continues past the frame's edges
+        pad_x, pad_y = round(margin * intr.width), round(margin * intr.height)
+        pads = ((0, pad_y), (pad_x, pad_x))
+        votes = np.pad(votes, pads, mode="edge")
+        rgb_median = np.pad(rgb_median, (*pads, (0, 0)), mode="edge")
+        necks = [np.pad(m, pads, mode="edge") for m in necks]
+    ys, xs = np.nonzero(votes >= 0.5)
+    # beyond the frame no training view sees the body: a quarter of the density there
+    outside = (xs < pad_x) | (xs >= pad_x + intr.width) | (ys >= intr.height)
+    weight = np.where(outside, MARGIN_DENSITY, 1.0)
+    k = rng.choice(len(ys), size=n, p=weight / weight.sum())
+    rgb = rgb_median[ys[k], xs[k]]
+    u = xs[k] + rng.random(n) - pad_x  # the capture image's pixel coordinates
     v = ys[k] + rng.random(n)
     surface = None
     if shape == "surface":
         half_width = float(np.median(half_widths)) if half_widths else radius
         neck = np.mean(necks, axis=0) >= 0.5 if necks else None
-        surface = fit_body_surface(votes >= 0.5, intr.fx, intr.fy, intr.cx, intr.cy,
+        surface = fit_body_surface(votes >= 0.5, intr.fx, intr.fy, intr.cx + pad_x, intr.cy,
                                    head_depth, half_width, depth_ratio, depth_offset, neck=neck)
         d = np.full(n, head_depth)  # along the rays; BodyGaussians places them on the surface
     else:
         d = head_depth + radius * rng.uniform(-0.2, 1.0, size=n)
     xyz = np.stack([(u - intr.cx) / intr.fx * d, -(v - intr.cy) / intr.fy * d, -d], axis=1)
-    return BodyStart(xyz.astype(np.float32), rgb_median[ys[k], xs[k]].astype(np.float32),
-                     head_depth, surface)
+    return BodyStart(xyz.astype(np.float32), rgb.astype(np.float32), head_depth, surface)

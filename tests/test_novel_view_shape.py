@@ -218,3 +218,31 @@ def test_novel_view_orbit_spans_the_range_asked(synthetic_dataset, monkeypatch, 
         yaws = frame_yaws(np.stack([c.c2w_gl for c in seen.pop("cams")]))
         np.testing.assert_allclose(yaws[0], yaw_range, atol=1e-6)
         assert yaws.min() > -yaw_range - 1e-6 and np.all(np.diff(yaws) < 0)
+
+
+def test_body_continues_past_the_frames_cut_with_a_margin(synthetic_dataset):
+    """With --body_margin the synthetic torso, which the frame cuts at the bottom, gets points
+    (at a lower density) and a surface beyond the frame there; without a margin everything
+    stays inside the frame."""
+    scene = Scene(synthetic_dataset, test_frames=8, eval_frames=8)
+    head, _ = scene.initial_points(2000, 0, head_only=True)
+    intr = scene.info.intrinsics
+    out = {}
+    for margin in (0.0, 0.25):
+        start = scene.body_points(head, 3000, 0, "surface", margin=margin)
+        p = start.xyz[:, :2] / -start.xyz[:, 2:]  # normalised image coordinates
+        u = p[:, 0] * intr.fx + intr.cx
+        v = -p[:, 1] * intr.fy + intr.cy
+        out[margin] = (u, v, start.surface.box)
+    u, v, box = out[0.0]
+    assert u.min() >= 0 and u.max() <= intr.width and v.max() <= intr.height
+    u, v, box = out[0.25]
+    beyond = (u < 0) | (u > intr.width) | (v > intr.height)
+    assert 0.05 < beyond.mean() < 0.4  # a quarter of the density beyond the frame
+    assert v.max() > 1.15 * intr.height and v.min() > 0  # not above the frame
+    # the surface's grid covers the margin: left/right beyond the image, bottom below it
+    assert box[0] < -intr.cx / intr.fx - 0.2 * intr.width / intr.fx
+    assert box[3] < -(intr.height - intr.cy) / intr.fy - 0.2 * intr.height / intr.fy
+    # beyond the frame's bottom the points lie on the torso, in the columns it fills
+    below = v > intr.height
+    assert np.ptp(u[below]) > 0.7 * intr.width

@@ -42,7 +42,8 @@ def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: 
     model.init_from_points(xyz, torch.Generator().manual_seed(seed))
     if cfg.body:
         start = scene.body_points(xyz, data.body_points, seed, data.body_shape,
-                                  data.body_depth_ratio, data.body_depth_offset)
+                                  data.body_depth_ratio, data.body_depth_offset,
+                                  data.body_margin)
         model.body.init_from_points(start.xyz, start.rgb,
                                     np.stack([f.c2w for f in scene.info.train_frames]),
                                     length=cfg.radius, surface=start.surface,
