@@ -4,8 +4,8 @@
 
 For every ``<model>/<set>/ours_<N>/`` with ``renders/`` and ``gt/`` (written by render.py; by
 default every set found), computes PSNR, SSIM, L1 and LPIPS (when its backbone weights are in
-the local torch cache; otherwise it says why it is skipped) per frame and their means, and
-writes ``<model>/results.json`` (means) and ``<model>/per_view.json`` (per frame).
+the torch cache or can be downloaded there; otherwise it says why it is skipped) per frame and
+their means, and writes ``<model>/results.json`` (means) and ``<model>/per_view.json`` (per frame).
 
 With ``ours_<N>/regions/`` (one bit-flag label map per render, utils/regions.py) the metrics
 are also computed within each region (head, neck, torso, mouth, eyes); with
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                         "ours_*/renders and gt, e.g. test, train, novel)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
     p.add_argument("--lpips_net", default="auto", choices=("auto", "vgg", "alex"),
-                   help="LPIPS backbone (auto: VGG if its weights are cached, else AlexNet)")
+                   help="LPIPS backbone (auto: VGG, else AlexNet where VGG's weights can't be had)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
