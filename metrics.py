@@ -5,7 +5,8 @@
 For every ``<model>/<set>/ours_<N>/`` with ``renders/`` and ``gt/`` (written by render.py; by
 default every set found), computes PSNR, SSIM, L1 and LPIPS (when its backbone weights are in
 the torch cache or can be downloaded there; otherwise it says why it is skipped) per frame and
-their means, and writes ``<model>/results.json`` (means) and ``<model>/per_view.json`` (per frame).
+their means, and writes ``<model>/results.json`` (means; ``"_lpips": {"available", "note"}``
+says whether LPIPS ran) and ``<model>/per_view.json`` (per frame).
 
 With ``ours_<N>/regions/`` (one bit-flag label map per render, utils/regions.py) the metrics
 are also computed within each region (head, neck, torso, mouth, eyes); with
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{', '.join(sets)}/ours_*" if args.sets else "<set>/ours_*"
             raise OptionError(f"{model} holds no rendered set with renders/ and gt/ under "
                               f"{where}. Fix: run render.py -m {model} first.")
-        if lpips_fn is None:
-            results["_note"] = note
+        results["_lpips"] = {"available": lpips_fn is not None, "note": note}
         if any("regions" in v or "yaw" in v for v in results.values() if isinstance(v, dict)):
             results["_regions_note"] = REGION_NOTE
         atomic_write_json(model / "results.json", results)

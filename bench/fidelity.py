@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         "body_gaussians": None if m.body is None else m.body.num_gaussians,
         "resolution": f"{t.scene.info.intrinsics.width}x{t.scene.info.intrinsics.height}",
         "train_frames": len(t.scene.train_cameras), "test_frames": len(t.scene.test_cameras),
-        "lpips": lpips_note, "perceptual_loss": t.vgg_note, "model_bytes": sizes,
+        "lpips": lpips_note, "perceptual_loss": t.vgg_note,
+        # the objective: results trained without the VGG term are not comparable with those
+        # trained with it
+        "vgg_term": t.vgg is not None, "model_bytes": sizes,
         "model_mb": sum(sizes.values()) / 1e6, "metrics": metrics,
         "wall_seconds": time.time() - t0,
     }
