@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from utils.cli import make_parser
 from utils.errors import OptionError, run_cli
 from utils.execution import resolve_device
 from utils.io_utils import atomic_write_json
@@ -37,8 +38,8 @@ def _report(model: Path, key: str, means: dict) -> None:
         print(f"  yaw {yaw} ({m['frames']} frames): {_fmt(m)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser(__doc__, allow_abbrev=False)
     p.add_argument("-m", "--model_paths", nargs="+", required=True,
                    help="run folders (or render.py output folders) to evaluate")
     p.add_argument("--sets", nargs="+", default=None,
@@ -48,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lpips_net", default="auto", choices=("auto", "vgg", "alex"),
                    help="LPIPS backbone (auto: VGG, else AlexNet where VGG's weights can't be had)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     lpips_fn, note = make_lpips(device, args.lpips_net)
     print(note)
