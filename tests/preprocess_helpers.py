@@ -60,3 +60,29 @@ def rotation_errors_deg(rot_est: np.ndarray, rot_true: np.ndarray) -> tuple[np.n
     rel = np.einsum("fji,jk,fkl->fil", rot_est, a, rot_true)  # R_est^T A R_true
     cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)
     return np.degrees(np.arccos(cos)), a
+
+
+def looking_down(pitch_deg: float, size: int = 128):
+    """A head, neck and shoulders on a tight crop (the frame ends a little below the collar),
+    the head pitched down by ``pitch_deg``: the face drops towards the collar and is
+    foreshortened, the body stays where it is. Returns the person labels (H, W) uint8, the
+    face outline [36, 2], the outer eye corners [2, 2] and lip points [4, 2] (pixels)."""
+    p = np.radians(pitch_deg)
+    drop, squash = 60.0 * np.sin(p), np.cos(p)  # about the neck, below and behind the face
+
+    def place(uv):  # a frontal point -> pitched down
+        uv = np.asarray(uv, float)
+        return np.column_stack([uv[..., 0], 52.5 + (uv[..., 1] - 52.5) * squash + drop])
+
+    lab = np.zeros((size, size), np.uint8)
+    shoulders = np.array([[0, 92], [40, 88], [88, 88], [size, 92], [size, size], [0, size]])
+    cv2.fillPoly(lab, [shoulders.astype(np.int32)], masks.LABEL_TORSO)
+    cv2.rectangle(lab, (52, 70), (76, 100), masks.LABEL_NECK, -1)
+    centre = place([[64.0, 48.0]])[0]
+    cv2.ellipse(lab, (64, int(round(centre[1]))), (26, int(round(32 * squash))), 0, 0, 360,
+                masks.LABEL_HEAD, -1)
+    ang = np.linspace(0, 2 * np.pi, 36, endpoint=False)
+    oval = place(np.column_stack([64.5 + 21 * np.sin(ang), 52.5 - 27 * np.cos(ang)]))
+    eyes = place([[50.0, 45.0], [79.0, 45.0]])
+    mouth = place([[56.0, 65.0], [73.0, 65.0], [64.5, 62.0], [64.5, 68.0]])
+    return lab, oval, eyes, mouth
