@@ -111,6 +111,10 @@ class ModelParams(ParamGroup):
     init_points: int = _opt(
         10_000, "random initial Gaussians when the dataset has no points3d.ply (release: 10000)"
     )
+    face_init_share: float = _opt(
+        0.0, "share of the initial head Gaussians placed on the face mesh of transforms.json "
+        "(written by tools/preprocess.py; ignored without one) instead of at random in the "
+        "visual hull (0 = none)")
     num_derivations: int = _opt(4, "learnable rotations (derivations) per Gaussian")
     appearance: str = _opt(
         "canonical",
@@ -230,6 +234,13 @@ class OptimizationParams(ParamGroup):
         True, "at each densification, prune head Gaussians outside the head's visual hull "
         "(the volume inside the head's silhouette in the training frames), which a turned "
         "view would see beside the head (false: as the paper)")
+    lambda_face_depth: float = _opt(
+        0.0, "weight of the penalty on head Gaussians more than --face_margin in front of the "
+        "face mesh of transforms.json (written by tools/preprocess.py; ignored without one): "
+        "floaters before the face that only the capture direction hides (0 = off)")
+    face_margin: float = _opt(
+        0.1, "how far in front of the face mesh a Gaussian may lie unpenalised, as a fraction "
+        "of the head's radius (room for hair over the forehead and for glasses)")
     percent_dense: float = _opt(0.01, "split above / clone below this fraction of the extent")
     densification_interval: int = _opt(100, "densify every N iterations")
     densify_from_iter: int = _opt(500, "first densification iteration")

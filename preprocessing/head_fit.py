@@ -32,6 +32,7 @@ class HeadFit:
     exp: np.ndarray  # [K, E]
     fit_error: np.ndarray  # [K] RMS reprojection error of the rigid model, pixels
     segments: list[slice]
+    face: np.ndarray  # [N, 3] the mean face triangulated from the landmarks, head frame
 
 
 def fit_head(tracked: Tracked, crop: Crop, lm: np.ndarray, fh: float, layout: FaceLayout,
@@ -69,7 +70,7 @@ def fit_head(tracked: Tracked, crop: Crop, lm: np.ndarray, fh: float, layout: Fa
     faces = rest + geo.image_residuals(lm[kept][:, :, :2], rest, rot, trans, k_mat)
     exp = fit_basis(faces, opts.exp_dim).encode(faces)
     return HeadFit(focal=float(focal), focal_info=info, cx=float(cx), cy=float(cy), kept=kept,
-                   c2w=c2w, exp=exp, fit_error=rms, segments=segs)
+                   c2w=c2w, exp=exp, fit_error=rms, segments=segs, face=rest)
 
 
 def _focal(pts: np.ndarray, model: np.ndarray, tracked: Tracked, crop: Crop, cx: float,

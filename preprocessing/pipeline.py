@@ -127,6 +127,8 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
             "frames": [{"img_id": j, "aud_id": int(i), "transform_matrix": fit.c2w[j].tolist(),
                         "exp_ori": fit.exp[j].round(6).tolist()}
                        for j, i in enumerate(fit.kept)],
+            # the clip's mean face in the head frame: a shape prior for the head (training)
+            "face_mesh": fit.face.round(5).tolist(),
         }
         (tmp / "transforms.json").write_text(json.dumps(transforms, indent=1))
         rel = fit.fit_error / np.maximum(face_heights(lm[fit.kept], layout), 1.0)

@@ -89,6 +89,7 @@ class DatasetInfo:
     only_head: bool
     points3d_path: Path | None
     notes: list[str] = field(default_factory=list)
+    face_mesh: np.ndarray | None = None  # [N, 3] the clip's mean face in the head frame
 
     @property
     def train_frames(self) -> list[FrameInfo]:
@@ -328,7 +329,24 @@ def read_dataset(
         root=root, intrinsics=intr, source_intrinsics=src_intr, frames=frames,
         train_ids=train_ids, test_ids=test_ids, exp_dim=exp_lens[0], mask_offset=mask_offset,
         only_head=only_head, points3d_path=ply if ply.is_file() else None, notes=notes,
+        face_mesh=_face_mesh(meta, tpath),
     )
+
+
+def _face_mesh(meta: dict, path: Path) -> np.ndarray | None:
+    """The optional ``face_mesh`` of transforms.json (points [N, 3] in the head frame, written
+    by tools/preprocess.py) or None."""
+    if "face_mesh" not in meta:
+        return None
+    try:
+        mesh = np.asarray(meta["face_mesh"], dtype=np.float64)
+    except (TypeError, ValueError):
+        mesh = np.zeros((0,))
+    if mesh.ndim != 2 or mesh.shape[1] != 3 or len(mesh) < 10 or not np.isfinite(mesh).all():
+        raise DatasetError(f"{path}: 'face_mesh' must be a list of at least 10 finite [x, y, z] "
+                           f"points (got shape {mesh.shape}). Fix: remake the dataset with "
+                           "tools/preprocess.py or delete the key.")
+    return mesh
 
 
 def read_driving(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +112,36 @@ def test_fidelity_json_says_whether_the_vgg_term_was_on(tmp_path, monkeypatch, t
         assert r["perceptual_loss"].startswith("off: VGG16 weights not found")
         assert "GH_NO_DOWNLOAD=1" in r["perceptual_loss"]
     assert r["iterations"] == 4 and r["metrics"]["test"]["psnr"] > 0 and r["model_bytes"]
+
+
+def test_viewer_frame_bench_times_the_viewers_path_at_each_page_size(tmp_path):
+    """bench/viewer_frame.py on a briefly trained CPU run: one entry per page size and case,
+    positive frame times, images of the page's size (checked inside), the JSON written."""
+    import json
+
+    import train
+    from bench.viewer_frame import main, turned
+    from tools.make_synthetic import make_synthetic
+
+    data = make_synthetic(tmp_path / "syn", frames=12, res=32, seed=2)
+    run = tmp_path / "run"
+    train.train(["-s", str(data), "-m", str(run), "--eval", "--iterations", "4",
+                 "--test_frames", "3", "--init_points", "300", "--body_points", "100",
+                 "--device", "cpu", "--quiet", "--save_iterations", "4",
+                 "--test_iterations", "4"])
+    out = tmp_path / "results"
+    assert main(["-m", str(run), "--sizes", "48x32", "40x40", "--frames", "3",
+                 "--device", "cpu", "--out", str(out), "--tag", "t"]) == 0
+    (path,) = out.glob("*_cpu_*_viewer_t.json")
+    r = json.loads(path.read_text())
+    assert set(r["sizes"]) == {"48x32", "40x40"} and r["gaussians"] > 0
+    for case in r["sizes"].values():
+        for key in ("orbit", "expression"):
+            assert case[key]["frames"] == 3 and 0 < case[key]["median_ms"] <= case[key]["p90_ms"]
+    # the orbit turns the camera about the vertical axis through the centre: distance kept
+    c2w = np.eye(4)
+    c2w[:3, 3] = [0.0, 0.0, 2.0]
+    centre = np.array([0.0, 0.0, 0.5])
+    t = turned(c2w, centre, math.radians(30.0))
+    assert np.isclose(np.linalg.norm(t[:3, 3] - centre), 1.5)
+    assert np.isclose(t[1, 3], 0.0) and np.isclose(t[0, 3], 0.75)

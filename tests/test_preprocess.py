@@ -393,3 +393,31 @@ def test_preprocessed_video_trains_as_well_as_the_exact_dataset(mediapipe, tmp_p
     # the preprocessed frames are area-downsampled from 128 px, a little smoother than the
     # generator's 64 px renders, so they may score somewhat higher
     assert abs(psnr["preprocessed"] - psnr["exact"]) <= 2.0
+
+
+def test_face_mesh_lies_on_the_head_and_faces_the_camera(synthetic):
+    """transforms.json's face_mesh (the mean face in the head frame, a shape prior for
+    training) projects onto the head in every frame, and has a face's depth: the nose tip
+    nearer the camera than the cheeks, the face deeper than flat and shallower than wide."""
+    _, out, _, tr, _ = synthetic
+    mesh = np.array(tr["face_mesh"])
+    assert mesh.shape == (478, 3) and np.isfinite(mesh).all()
+    fx, fy, cx, cy = tr["fx"], tr["fy"], tr["cx"], tr["cy"]
+    inside = []
+    for f in tr["frames"][::10]:
+        w2c = np.linalg.inv(np.array(f["transform_matrix"]))  # head to camera, OpenGL axes
+        p = mesh @ w2c[:3, :3].T + w2c[:3, 3]
+        assert (p[:, 2] < 0).all()  # in front of the camera
+        u = fx * p[:, 0] / -p[:, 2] + cx
+        v = -fy * p[:, 1] / -p[:, 2] + cy
+        head = np.all(_rgb(out / "parsing" / f"{f['img_id']}.png") == HEAD_RGB, axis=-1)
+        ui = np.clip(np.round(u).astype(int), 0, RES - 1)
+        vi = np.clip(np.round(v).astype(int), 0, RES - 1)
+        inside.append(head[vi, ui].mean())
+        depth = -p[:, 2]
+        nose, cheeks = depth[1], depth[[234, 454]].mean()
+        assert nose < cheeks, (nose, cheeks)
+        width = np.ptp(p[:, 0])
+        assert 0.15 * width < np.ptp(depth) < 1.5 * width
+    print(f"face mesh points on the head: min {min(inside):.3f} of the frames checked")
+    assert min(inside) >= 0.95

@@ -10,6 +10,7 @@ from arguments import ModelParams, OptimizationParams
 from scene import Scene
 from scene.gaussian_model import GaussianHead, ModelConfig
 from scene.run_folder import checkpoint_model
+from training.face_prior import FaceSurface
 from utils.execution import Execution
 from utils.graphics_utils import bounding_sphere
 
@@ -25,6 +26,7 @@ def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: 
         return model.to(execution.device), None, None
     body = data.body and not data.only_head
     xyz, note = scene.initial_points(data.init_points, seed, head_only=body)
+    xyz, note = _face_start(scene, xyz, note, data.face_init_share, seed)
     # tri-plane coordinates are normalised to the head's bounding sphere (from the initial
     # points) so that the planes' resolution covers the head
     center, radius = bounding_sphere(xyz)
@@ -49,3 +51,19 @@ def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: 
             " on a surface fitted to the body's silhouette" if start.surface is not None
             else "")
     return model, xyz, note
+
+
+def _face_start(scene: Scene, xyz: np.ndarray, note: str, share: float, seed: int
+                ) -> tuple[np.ndarray, str]:
+    """``share`` of the initial head points moved onto the dataset's face mesh (where it has
+    one and the points were not read from points3d.ply)."""
+    mesh = scene.info.face_mesh
+    n = int(round(min(max(share, 0.0), 1.0) * len(xyz)))
+    if mesh is None or n == 0 or scene.info.points3d_path is not None:
+        return xyz, note
+    _, radius = bounding_sphere(xyz)
+    face = FaceSurface.from_mesh(mesh, scene.mean_campos().numpy(), 0.05 * radius)
+    rng = np.random.default_rng(seed)
+    out = xyz.copy()
+    out[rng.choice(len(xyz), size=n, replace=False)] = face.surface_points(n, rng)
+    return out, note + f", {n} of them on the face mesh"

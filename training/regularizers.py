@@ -58,9 +58,12 @@ class ShapeTerms:
     """The shape penalties of a training step, weighted, by name (none with zero weights)."""
 
     def __init__(self, lambda_aniso: float, max_aniso: float, lambda_view: float,
-                 max_view_ratio: float):
+                 max_view_ratio: float, lambda_face: float = 0.0, face=None):
+        """``face``: a :class:`training.face_prior.FaceSurface` for ``lambda_face`` (the term is
+        off without one)."""
         self.lambda_aniso, self.max_aniso = lambda_aniso, max_aniso
         self.lambda_view, self.max_view_ratio = lambda_view, max_view_ratio
+        self.lambda_face, self.face = lambda_face, face
 
     def __call__(self, model, campos: torch.Tensor) -> dict[str, torch.Tensor]:
         """``model``: the GaussianHead (head and body); campos [3]: the capture camera's centre
@@ -79,6 +82,8 @@ class ShapeTerms:
                 view = view + view_extent_penalty(body_means, b.rotation, b.scaling,
                                                   torch.zeros_like(campos), self.max_view_ratio)
             terms["view_extent"] = self.lambda_view * view
+        if self.lambda_face > 0 and self.face is not None:
+            terms["face_depth"] = self.lambda_face * self.face.front_penalty(model.xyz)
         return terms
 
 

@@ -38,6 +38,7 @@ from scene.run_folder import (
 )
 from training.cuda_graphs import FrameNetworks
 from training.densification import Densifier, DensifyConfig
+from training.face_prior import FaceSurface
 from training.losses import TrainingLoss
 from training.model_setup import build_model
 from training.optimizers import build_optimizers
@@ -129,8 +130,12 @@ class Trainer:
                                if self.cfg.body else None)
         self.sampler = CameraSampler(len(self.scene.train_cameras), seed)
         self.vgg, self.vgg_note = make_perceptual_loss(opt.lambda_vgg, self.device)
+        mesh = self.scene.info.face_mesh
+        face = (FaceSurface.from_mesh(mesh, self.scene.mean_campos().numpy(),
+                                      opt.face_margin * self.cfg.radius, self.device)
+                if opt.lambda_face_depth > 0 and mesh is not None else None)
         self.shape_terms = ShapeTerms(opt.lambda_aniso, opt.max_aniso, opt.lambda_view_extent,
-                                      opt.max_view_ratio)
+                                      opt.max_view_ratio, opt.lambda_face_depth, face)
         self.use_alpha = opt.lambda_alpha > 0 and self.scene.images.masks is not None
         self.loss_fn = TrainingLoss(opt.lambda_dssim, opt.lambda_vgg, self.vgg,
                                     self.execution.graphs,

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# On a CUDA machine: the novel-view comparison of issue 18 on the 512 px synthetic head.
+# Makes the head (600 frames, novel views of the last 100) in $GH_SYN_DATA when missing while two
+# processes start gsplat's first build at once (they must wait for each other: the build lock),
+# then trains the old body/head shape and the default side by side (bench/fidelity_matrix.py).
+#
+#   bash bench/gpu_novel_views.sh RESULTS_DIR [MINUTES] [SEEDS...] [-- more fidelity_matrix options]
+#
+# Environment: PYTHON (default python3), GH_SYN_DATA (default /tmp/gh_syn512).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+results=${1:?results folder}
+minutes=${2:-5}
+shift $(( $# < 2 ? $# : 2 ))
+seeds=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do seeds+=("$1"); shift; done
+[ "${1:-}" = "--" ] && shift
+[ ${#seeds[@]} -eq 0 ] && seeds=(0 1)
+PY=${PYTHON:-python3}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
+export PYTHONUNBUFFERED=1
+mkdir -p "$results"
+syn=${GH_SYN_DATA:-/tmp/gh_syn512}
+if [ ! -f "$syn/transforms.json" ]; then
+    "$PY" tools/make_synthetic.py "$syn" --frames 600 --res 512 --seed 0 \
+        --workers "$(nproc)" >/dev/null &
+fi
+t0=$(date +%s)
+for who in A B; do
+    "$PY" -c 'from utils.execution import prepare_gsplat; prepare_gsplat()' 2>&1 \
+        | sed "s/^/[$who] /" &
+done
+wait
+echo "gsplat ready after $(( $(date +%s) - t0 )) s (two processes started at once)"
+[ -f "$syn/transforms.json" ] || { echo "no synthetic data in $syn" >&2; exit 1; }
+old="old=--body_shape slab --lambda_view_extent 0 --hull_prune false"
+"$PY" bench/fidelity_matrix.py --data syn="$syn" --variants "$old" "default=" \
+    --seeds "${seeds[@]}" --minutes "$minutes" --parallel 4 --out "$results" \
+    --fidelity_args=--sheet_cell=192 "$@"
