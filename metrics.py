@@ -4,8 +4,9 @@
 
 For every ``<model>/<set>/ours_<N>/`` with ``renders/`` and ``gt/`` (written by render.py; by
 default every set found), computes PSNR, SSIM, L1 and LPIPS (when its backbone weights are in
-the local torch cache; otherwise it says why it is skipped) per frame and their means, and
-writes ``<model>/results.json`` (means) and ``<model>/per_view.json`` (per frame).
+the torch cache or can be downloaded there; otherwise it says why it is skipped) per frame and
+their means, and writes ``<model>/results.json`` (means; ``"_lpips": {"available", "note"}``
+says whether LPIPS ran) and ``<model>/per_view.json`` (per frame).
 
 With ``ours_<N>/regions/`` (one bit-flag label map per render, utils/regions.py) the metrics
 are also computed within each region (head, neck, torso, mouth, eyes); with
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from utils.cli import make_parser
 from utils.errors import OptionError, run_cli
 from utils.execution import resolve_device
 from utils.io_utils import atomic_write_json
@@ -36,8 +38,8 @@ def _report(model: Path, key: str, means: dict) -> None:
         print(f"  yaw {yaw} ({m['frames']} frames): {_fmt(m)}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False)
+def build_parser() -> argparse.ArgumentParser:
+    p = make_parser(__doc__, allow_abbrev=False)
     p.add_argument("-m", "--model_paths", nargs="+", required=True,
                    help="run folders (or render.py output folders) to evaluate")
     p.add_argument("--sets", nargs="+", default=None,
@@ -45,9 +47,13 @@ def main(argv: list[str] | None = None) -> int:
                         "ours_*/renders and gt, e.g. test, train, novel)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
     p.add_argument("--lpips_net", default="auto", choices=("auto", "vgg", "alex"),
-                   help="LPIPS backbone (auto: VGG if its weights are cached, else AlexNet)")
+                   help="LPIPS backbone (auto: VGG, else AlexNet where VGG's weights can't be had)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     lpips_fn, note = make_lpips(device, args.lpips_net)
     print(note)
@@ -72,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{', '.join(sets)}/ours_*" if args.sets else "<set>/ours_*"
             raise OptionError(f"{model} holds no rendered set with renders/ and gt/ under "
                               f"{where}. Fix: run render.py -m {model} first.")
-        if lpips_fn is None:
-            results["_note"] = note
+        results["_lpips"] = {"available": lpips_fn is not None, "note": note}
         if any("regions" in v or "yaw" in v for v in results.values() if isinstance(v, dict)):
             results["_regions_note"] = REGION_NOTE
         atomic_write_json(model / "results.json", results)

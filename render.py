@@ -32,6 +32,7 @@ from scene.render_sets import (
 )
 from scene.rendering import RenderNetworks
 from scene.run_folder import is_release_run, load_model, read_cfg_args
+from utils.cli import make_parser
 from utils.errors import DatasetError, OptionError, run_cli
 from utils.execution import resolve_execution
 
@@ -39,8 +40,7 @@ RENDER_GROUPS = (ModelParams, PipelineParams)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__, allow_abbrev=False)
     for g in RENDER_GROUPS:
         g.add_to(p)
     r = p.add_argument_group("Render")

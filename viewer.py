@@ -30,6 +30,7 @@ from scene.live_view import (
     viser_to_c2w_gl,
 )
 from scene.run_folder import is_release_run, load_model
+from utils.cli import make_parser
 from utils.errors import OptionError, run_cli
 from utils.execution import resolve_execution
 
@@ -38,8 +39,7 @@ FPS = 25.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__, allow_abbrev=False)
     p.add_argument("-m", "--model_path", required=True, help="run folder (output/<id>)")
     p.add_argument("-s", "--source_path", default=None,
                    help="the run's dataset (default: the one named in the run's cfg_args)")

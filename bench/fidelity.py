@@ -17,7 +17,6 @@ the head, with no ground truth: floaters and holes show there first).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import sys
@@ -40,6 +39,7 @@ from scene.run_folder import model_file_sizes, save_model  # noqa: E402
 from scene.yaw_split import YawSplit, describe, write_yaw_split  # noqa: E402
 from training.launch import build_parser  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.io_utils import atomic_write_json, write_png  # noqa: E402
 from utils.metrics_utils import make_lpips  # noqa: E402
 from utils.set_metrics import evaluate_dir  # noqa: E402
@@ -154,11 +154,11 @@ def _labelled(img: np.ndarray, cell: int, label: str) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     argv, extra = split_extra(argv)
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("--data", required=True, help="dataset folder (transforms.json layout)")
     p.add_argument("--minutes", type=float, default=5.0,
                    help="training-time budget (default 5; 0: train.py's --iterations only)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the run")
     p.add_argument("--test_frames", type=int, default=100,
                    help="the last N frames are held out and scored")
     p.add_argument("--train_every", type=int, default=10,
@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         "body_gaussians": None if m.body is None else m.body.num_gaussians,
         "resolution": f"{t.scene.info.intrinsics.width}x{t.scene.info.intrinsics.height}",
         "train_frames": len(t.scene.train_cameras), "test_frames": len(t.scene.test_cameras),
-        "lpips": lpips_note, "perceptual_loss": t.vgg_note, "model_bytes": sizes,
+        "lpips": lpips_note, "perceptual_loss": t.vgg_note,
+        # the objective: results trained without the VGG term are not comparable with those
+        # trained with it
+        "vgg_term": t.vgg is not None, "model_bytes": sizes,
         "model_mb": sum(sizes.values()) / 1e6, "metrics": metrics,
         "wall_seconds": time.time() - t0,
     }

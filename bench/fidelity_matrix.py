@@ -14,7 +14,6 @@ iterations (``--common "--iterations N"``, ``--minutes 0``) is the fair one.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import statistics
@@ -24,6 +23,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from utils.cli import make_parser  # noqa: E402
+
 COLUMNS = [("test", None), ("train", None), ("turned", None), ("novel", None),
            ("novel", "±15"), ("novel", "±30"), ("novel", "head"), ("novel", "neck"),
            ("novel", "torso"), ("test", "torso"), ("test", "mouth"), ("test", "eyes")]
@@ -78,11 +81,11 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("--data", nargs="+", required=True, help="NAME=DIR ...")
     p.add_argument("--variants", nargs="+", default=["default="],
                    help="NAME=OPTIONS ... (train.py options of each variant)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of every variant")
     p.add_argument("--minutes", type=float, default=5.0, help="as bench/fidelity.py")
     p.add_argument("--test_frames", nargs="*", default=[], help="NAME=N per dataset")
     p.add_argument("--yaw_split", nargs="*", default=[],
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fidelity_args", default="",
                    help="bench/fidelity.py options of every run (e.g. \"--sheet_cell 160\")")
     p.add_argument("--parallel", type=int, default=4, help="runs at a time")
-    p.add_argument("--out", default=str(REPO / "bench" / "results"))
+    p.add_argument("--out", default=str(REPO / "bench" / "results"),
+                   help="results folder (the runs' JSON and the table)")
     args = p.parse_args(argv)
     data, variants = _pairs(args.data, "data"), _pairs(args.variants, "variants")
     test_frames = _pairs(args.test_frames, "test_frames")

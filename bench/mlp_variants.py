@@ -12,7 +12,6 @@ outputs and gradients from the fp32 eager network, and, for torch.compile, the c
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
@@ -24,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scene.deform_model import DeformNetwork  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 
 
 def _time(fn, device: torch.device, repeat: int = 20) -> float:
@@ -41,12 +41,15 @@ def _time(fn, device: torch.device, repeat: int = 20) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--gaussians", type=int, default=100_000)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = make_parser(__doc__)
+    p.add_argument("--gaussians", type=int, default=100_000,
+                   help="Gaussians (rows of the MLP's input)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device")
     p.add_argument("--variants", default="eager,fused",
                    help="comma list of eager, fused, compiled (torch.compile of eager)")
-    p.add_argument("--precisions", default="fp32,tf32,bf16")
+    p.add_argument("--precisions", default="fp32,tf32,bf16",
+                   help="comma list of fp32, tf32, bf16")
     p.add_argument("--profile", type=int, default=0, metavar="TOP",
                    help="also list each variant's TOP most expensive kernels (fwd+bwd)")
     args = p.parse_args(argv)

@@ -12,7 +12,6 @@ host overhead included.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,16 +26,18 @@ from scene.dataset_readers import Intrinsics  # noqa: E402
 from scene.gaussian_model import FrameGaussians, GaussianHead, ModelConfig  # noqa: E402
 from scene.rendering import render_view  # noqa: E402
 from training.losses import TrainingLoss  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.execution import resolve_execution  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--gaussians", type=int, default=50_000)
-    p.add_argument("--res", type=int, default=512)
-    p.add_argument("--top", type=int, default=12)
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "mixed"))
+    p = make_parser(__doc__)
+    p.add_argument("--gaussians", type=int, default=50_000, help="Gaussians of the model")
+    p.add_argument("--res", type=int, default=512, help="image width and height")
+    p.add_argument("--top", type=int, default=12, help="kernels listed per stage")
+    p.add_argument("--device", default="cuda", help="torch device")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "mixed"),
+                   help="as train.py")
     p.add_argument("--fast_path", default="auto", choices=("auto", "off"),
                    help="auto: the fused deformation layers")
     args = p.parse_args(argv)

@@ -19,7 +19,6 @@ loop with fp32 arithmetic, so it only exercises the script).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -33,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import commit, device_name, split_extra  # noqa: E402
 from training.launch import train  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.io_utils import atomic_write_json  # noqa: E402
 
 PATHS = {
@@ -90,14 +90,15 @@ def _write(args, extra: list[str], device, seeds: list[int], psnr: dict[str, lis
 
 def main(argv: list[str] | None = None) -> int:
     argv, extra = split_extra(argv)
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("--data", required=True, help="dataset folder (transforms.json layout)")
     p.add_argument("--seeds", default="0,1,2,3", help="comma list of seeds")
     p.add_argument("--paths", default="reference,default,mixed",
                    help="comma list of " + ", ".join(PATHS))
-    p.add_argument("--iterations", type=int, default=3000)
-    p.add_argument("--test_frames", type=int, default=50)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--iterations", type=int, default=3000, help="iterations of every run")
+    p.add_argument("--test_frames", type=int, default=50,
+                   help="the last N frames are held out and scored")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder")
     args = p.parse_args(argv)
     paths = args.paths.split(",")

@@ -23,7 +23,6 @@ Runs on a CUDA GPU; also runs, slowly, on the CPU.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -50,6 +49,7 @@ from scene.rendering import (  # noqa: E402
 )
 from training.densification import remap_gaussians  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.io_utils import atomic_write_json  # noqa: E402
 
 # ---------------------------------------------------------------------------------- training
@@ -171,7 +171,7 @@ def render_speed(t: Trainer, frames: int, batch: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("--data", required=True, help="dataset folder (transforms.json layout)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--minutes", type=float, help="train for this long (wall clock)")
@@ -180,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval_frames", type=int, default=50, help="test frames evaluated")
     p.add_argument("--render_frames", type=int, default=200, help="frames for render speed")
     p.add_argument("--render_batch", type=int, default=8, help="frames per batched render")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda or cuda:N")
+    p.add_argument("--backend", default="auto", help="rasterizer: auto, gsplat or torch")
     p.add_argument("--reference", action="store_true",
                    help="the reference path: --precision fp32 --fast_path off")
     p.add_argument("--precision", default=None, choices=("fp32", "tf32", "mixed"),
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="iterations timed at the grown count")
     p.add_argument("--host_iterations", type=int, default=50,
                    help="iterations per host-time split (run twice: as run and isolated)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the run")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder")
     p.add_argument("--tag", default="", help="label added to the results file name")
     args = p.parse_args(argv)

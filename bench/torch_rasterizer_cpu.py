@@ -9,7 +9,6 @@ prints forward time, backward time and the process's peak resident memory.
 
 from __future__ import annotations
 
-import argparse
 import math
 import resource
 import sys
@@ -21,6 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gaussian_renderer.torch_rasterizer import rasterize_gaussians  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 
 
 def head_scene(
@@ -74,13 +74,16 @@ def head_scene(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--size", type=int, default=256, help="image width = height")
     parser.add_argument("--n", type=int, default=20000, help="number of Gaussians")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--budget-mb", type=float, default=None, help="default: the renderer's")
-    parser.add_argument("--radius-mode", default="gsplat", choices=["gsplat", "inria"])
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs (after one warm-up run)")
+    parser.add_argument("--budget-mb", type=float, default=None,
+                        help="the rasterizer's memory budget in MB (default: the renderer's)")
+    parser.add_argument("--radius-mode", default="gsplat", choices=["gsplat", "inria"],
+                        help="how a Gaussian's screen radius is cut off")
+    parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--max-sigma-px", type=float, default=12.0, help="largest screen sigma")
     args = parser.parse_args()
 

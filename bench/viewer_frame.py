@@ -34,6 +34,7 @@ from bench.common import commit, device_name  # noqa: E402
 from scene.export import check_expression_size, read_run_dataset, run_options  # noqa: E402
 from scene.live_view import LiveAvatar, dataset_sets, view_intrinsics  # noqa: E402
 from scene.run_folder import is_release_run, load_model  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.errors import OptionError, run_cli  # noqa: E402
 from utils.execution import resolve_execution  # noqa: E402
 
@@ -80,8 +81,7 @@ def time_frames(avatar: LiveAvatar, size: tuple[int, int], frames: int, change_e
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__, allow_abbrev=False)
     p.add_argument("-m", "--model_path", required=True, help="run folder (output/<id>)")
     p.add_argument("-s", "--source_path", default=None,
                    help="the run's dataset (default: the one named in the run's cfg_args)")
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="page sizes WIDTHxHEIGHT")
     p.add_argument("--frames", type=int, default=100, help="timed frames per size and case")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda or cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the expressions timed")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder")
     p.add_argument("--tag", default="", help="label added to the results file name")
     return p

@@ -54,7 +54,8 @@ def write_frames(source: FrameSource, frames: np.ndarray, lm: np.ndarray, hands:
         band, eye_distance = occ.side_band(lm[i, eyes, :2], lm[i, lips, :2], shape)
         cues[i] = occ.occlusion_cues(prob, face, occ.hand_region(hands[i], shape), band,
                                      eye_distance)
-        body = label_masks(parse(mask, lm[i, :, :2], layout.oval, layout.chin, layout.forehead))
+        body = label_masks(parse(mask, lm[i, :, :2], layout.oval, layout.chin, layout.forehead,
+                                 image=img))
         if opts.decontaminate:
             img = decontaminate(img, mask8 / 255.0)  # the alpha the trainer will read
         write_image(folder / "ori_imgs" / f"s{i}.jpg", img, jpeg_params(opts.jpeg_quality))

@@ -45,8 +45,8 @@ def clean_mask(prob: np.ndarray, face: np.ndarray) -> np.ndarray:
     return np.maximum(out, face.astype(np.float32)).astype(np.float32)
 
 
-def parse(mask: np.ndarray, points2d: np.ndarray, oval: np.ndarray, chin: int, forehead: int
-          ) -> np.ndarray:
+def parse(mask: np.ndarray, points2d: np.ndarray, oval: np.ndarray, chin: int, forehead: int,
+          image: np.ndarray | None = None) -> np.ndarray:
     """Head / neck / torso labels (H, W) uint8 from a soft mask (H, W) and landmarks [N, 2].
 
     The head is the foreground above the lower face outline (extended sideways at the
@@ -56,6 +56,13 @@ def parse(mask: np.ndarray, points2d: np.ndarray, oval: np.ndarray, chin: int, f
     little further, as seen from the front); the rest is torso. Only pixels with mask > 0.5
     get a body label. ``oval`` indexes the face outline, ``chin`` and ``forehead`` single
     landmarks of ``points2d``.
+
+    With the frame ``image`` (RGB uint8 (H, W, 3)) the neck is the skin under the chin
+    (pixels coloured like the face, see :func:`skin_like`) rather than the silhouette: on a
+    crop that ends a little below the collar the clothing fills the silhouette from one side
+    to the other right under the jaw, so the silhouette shows no neck, while the skin ends at
+    the collar. Clothing is torso; what is not skin right under the chin, over the neck's
+    skin, is the head (a beard, the shadow under the jaw).
     """
     h, w = mask.shape
     fg = mask > 0.5
@@ -82,27 +89,88 @@ def parse(mask: np.ndarray, points2d: np.ndarray, oval: np.ndarray, chin: int, f
     chin_u, chin_v = points2d[chin]
     face_h = max(float(np.linalg.norm(points2d[chin] - points2d[forehead])), 1.0)
     face_w = max(float(np.ptp(poly[:, 0])), 1.0)
+    labels[below] = LABEL_TORSO
+    # Beside the chin, under the outline's flanks, the silhouette is still the jaw.
+    margin = 0.1 * face_w
+    jaw_cols = (cols >= poly[:, 0].min() - margin) & (cols <= poly[:, 0].max() + margin)
+    labels[below & (rows < chin_v) & jaw_cols] = LABEL_HEAD
+    skin = None if image is None else skin_like(image, face, face_w)
+    if skin is None:
+        parts = _neck_walk(below, chin_u, chin_v, face_w, face_h, NECK_PERCENTILE, 0.3)
+    else:
+        skin &= below
+        parts = _neck_walk(skin, chin_u, chin_v, face_w, face_h, SKIN_NECK_PERCENTILE, 0.1)
+        # Under the chin (the columns where the outline runs within 0.1 face heights of its
+        # lowest point, at most a quarter face below it), what is not skin but has the neck
+        # under it is the head: a beard, the jaw's shadow. (Clothing beside the neck has none.)
+        neck = parts == LABEL_NECK
+        over_neck = (np.cumsum(neck[::-1], axis=0)[::-1] > 0) & (np.cumsum(neck, axis=0) == 0)
+        chin_cols = boundary >= chin_v - 0.1 * face_h
+        labels[below & ~skin & over_neck & chin_cols[None, :] & (rows >= int(chin_v))
+               & (rows <= chin_v + 0.25 * face_h)] = LABEL_HEAD
+    labels[parts > 0] = parts[parts > 0]
+    return labels
+
+
+# The neck's width is this percentile of the widths of the runs under the chin: of the
+# silhouette's (in which the shoulders may take most rows), or of the skin's (the median: the
+# skin ends at the collar, so its rows are the neck's, which narrow along the collar's curve at
+# the bottom). The skin's run is looked for closer to the chin (0.1 face widths beside it, not
+# 0.3): skin beside a beard is not the neck's middle.
+NECK_PERCENTILE, SKIN_NECK_PERCENTILE = 10, 50
+# Skin: within this many robust standard deviations of the face's chromaticity (at least
+# SKIN_MIN_SPREAD each), and at least SKIN_MIN_LIGHT of the face's median brightness (the
+# neck lies in the jaw's shadow; dark hair is darker still).
+SKIN_SIGMAS, SKIN_MIN_SPREAD, SKIN_MIN_LIGHT = 3.5, 0.012, 0.35
+SKIN_MIN_PIXELS = 20  # fewer face pixels than this to learn the skin's colour from: no model
+
+
+def skin_like(image: np.ndarray, face: np.ndarray, face_w: float) -> np.ndarray | None:
+    """Pixels (bool (H, W)) of ``image`` (RGB uint8 (H, W, 3)) coloured like the skin of the
+    middle of the ``face`` (bool (H, W)): its chromaticity (r, g = R, G / (R + G + B)), which
+    shading leaves alone, within a few of the face's robust standard deviations, and not much
+    darker. Small holes are closed. None where the face is too small to tell."""
+    core = cv2.erode(face.astype(np.uint8), disc(0.15 * face_w)).astype(bool)
+    if core.sum() < SKIN_MIN_PIXELS:
+        return None
+    rgb = image.astype(np.float32)
+    total = rgb.sum(-1) + 1e-3
+    chroma = rgb[..., :2] / total[..., None]  # [H, W, 2]
+    ref = chroma[core]
+    mid = np.median(ref, axis=0)
+    spread = np.maximum(1.4826 * np.median(np.abs(ref - mid), axis=0), SKIN_MIN_SPREAD)
+    near = (np.abs(chroma - mid) / spread).max(-1) <= SKIN_SIGMAS
+    skin = near & (total >= SKIN_MIN_LIGHT * float(np.median(total[core])))
+    return cv2.morphologyEx(skin.astype(np.uint8), cv2.MORPH_CLOSE,
+                            disc(0.03 * face_w)).astype(bool)
+
+
+def _neck_walk(cand: np.ndarray, chin_u: float, chin_v: float, face_w: float, face_h: float,
+               percentile: float, reach: float) -> np.ndarray:
+    """Head and neck labels (H, W) uint8 (0 elsewhere) of the candidate pixels ``cand`` (bool
+    (H, W)) under the chin.
+
+    Walking down from the chin through the run of ``cand`` under it (or the nearest within
+    ``reach`` face widths beside it): the head while the run is clearly wider than the neck
+    (the jaw, at most a quarter face below the chin), then the neck until the run widens into
+    the shoulders or ends (at most 0.6 face heights below the chin; seen from the front, the
+    neck runs on below the shoulders' outline: its last columns are kept for a few more rows).
+    The neck's width is the ``percentile`` of the runs' widths in that range.
+    """
+    h = cand.shape[0]
+    out = np.zeros(cand.shape, np.uint8)
     top = max(int(chin_v), 0)
     runs: list[tuple[int, int] | None] = [None] * h
     widths = np.zeros(h)
     for v in range(top, h):
-        runs[v] = _run_at(below[v], int(round(chin_u)), int(0.3 * face_w))
+        runs[v] = _run_at(cand[v], int(round(chin_u)), int(reach * face_w))
         if runs[v] is not None:
             widths[v] = runs[v][1] - runs[v][0]
-    labels[below] = LABEL_TORSO
-    # Beside the chin, under the outline's flanks, the silhouette is still the jaw.
-    margin = 0.1 * face_w
-    flank = below & (rows < chin_v) & (cols >= poly[:, 0].min() - margin) & (
-        cols <= poly[:, 0].max() + margin)
-    labels[flank] = LABEL_HEAD
     probe = widths[top:int(chin_v + 0.6 * face_h)]
     probe = probe[probe > 0]
     if len(probe) == 0:
-        return labels
-    neck_w = float(np.percentile(probe, 10))
-    # Walking down from the chin: the silhouette is still the jaw while it is clearly wider
-    # than the neck (at most a quarter face below the chin), then the neck until it widens
-    # into the shoulders (at most 0.6 face heights below the chin).
+        return out
+    neck_w = float(np.percentile(probe, percentile))
     part = LABEL_HEAD
     for v in range(top, h):
         run = runs[v]
@@ -117,13 +185,12 @@ def parse(mask: np.ndarray, points2d: np.ndarray, oval: np.ndarray, chin: int, f
             # the collar: keep its last columns for a few more rows.
             last = next(r for r in runs[v - 1::-1] if r is not None)
             end = min(h, v + int(0.15 * face_h))
-            band = below[v:end, last[0]:last[1]]
-            labels[v:end, last[0]:last[1]] = np.where(band, LABEL_NECK,
-                                                      labels[v:end, last[0]:last[1]])
+            band = cand[v:end, last[0]:last[1]]
+            out[v:end, last[0]:last[1]][band] = LABEL_NECK
             break
         seg = slice(run[0], run[1])
-        labels[v, seg] = np.where(below[v, seg], part, labels[v, seg])
-    return labels
+        out[v, seg][cand[v, seg]] = part
+    return out
 
 
 def _run_at(row: np.ndarray, u: int, reach: int) -> tuple[int, int] | None:

@@ -18,11 +18,16 @@ each of which sees what the others cannot:
 - ``silhouette``: person pixels beside the face, between the eyes and the mouth, further from
   the face outline than ears and hair reach (a microphone, a phone at the ear, an arm). The
   segmentation counts an object held against the person as the person, so it shows as an
-  outgrowth of the head's silhouette. Its median over the clip is subtracted, so that big hair
-  or a turned head seen in the whole clip is not taken for an object.
+  outgrowth of the head's silhouette. Pixels that stand on the body (nearly all the pixels
+  under them, down to the frame's bottom edge, are the person) are the shoulders or hair lying
+  on them, not an outgrowth: a head that looks down brings the band between the eyes and the
+  mouth down to the shoulders, most of all on a crop that ends a little below the collar. Its
+  median over the clip is subtracted, so that big hair or a turned head seen in the whole clip
+  is not taken for an object.
 
 Not seen: an object in front of the face that the segmentation counts as the person and that
-does not stick out beside the face (a mug held in front of the mouth, on a constructed clip).
+does not stick out beside the face (a mug held in front of the mouth, on a constructed clip),
+nor one held beside the face with the body right under it (in front of the shoulders).
 
 Frames whose largest cue reaches the threshold are flagged. A hand that moves fast is blurred
 and missed by the detector in single frames at the ends and in the middle of the occlusion, so
@@ -41,6 +46,9 @@ HAND_MARGIN = 0.3  # the hand region reaches this far (in palm lengths) beyond i
 HAND_WRIST, HAND_MIDDLE_BASE = 0, 9  # landmarks spanning the palm
 FACE_INSET = 0.03  # the foreign cue looks this far (in face sizes) inside the face outline
 SIDE_REACH = 0.4  # ears and hair reach this far beside the face outline (in eye distances)
+# a person pixel with at least this share of person pixels under it (down to the frame's bottom
+# edge) stands on the body
+SUPPORTED = 0.9
 CLOSE_GAP = 5  # runs of at most this many unflagged frames between flagged ones are flagged
 PAD = 3  # frames flagged on each side of a flagged run (a kept hand costs more than a lost frame)
 CUES = {
@@ -49,7 +57,8 @@ CUES = {
     "foreign": "the person segmentation leaves out this fraction of the face (an object in "
                "front of it, or landmarks off the face)",
     "silhouette": "person pixels beside the face between the eyes and the mouth, beyond the "
-                  "reach of ears and hair, minus the clip's median of the same",
+                  "reach of ears and hair and not standing on the body (shoulders), minus the "
+                  "clip's median of the same",
 }
 BASELINED = ("silhouette",)  # cues whose clip median is subtracted before flagging
 
@@ -86,6 +95,16 @@ def side_band(eyes: np.ndarray, mouth: np.ndarray, shape: tuple[int, int]
     return (depth >= 0) & (depth <= float(((mouth - eyes.mean(0)) @ down).mean())), dist
 
 
+def on_the_body(person: np.ndarray, share: float = SUPPORTED) -> np.ndarray:
+    """The pixels (bool (H, W)) of ``person`` (bool (H, W)) that stand on the body: at least
+    ``share`` of the pixels from each down to the frame's bottom edge are person pixels
+    (shoulders, hair lying on them), unlike something held out beside the face with the
+    background under it."""
+    h = person.shape[0]
+    under = np.cumsum(person[::-1].astype(np.int32), axis=0)[::-1]  # person pixels from v down
+    return person & (under >= share * (h - np.arange(h))[:, None])
+
+
 def occlusion_cues(prob: np.ndarray, face: np.ndarray, hand: np.ndarray,
                    band: np.ndarray | None = None, eye_distance: float = 0.0
                    ) -> dict[str, float]:
@@ -107,7 +126,8 @@ def occlusion_cues(prob: np.ndarray, face: np.ndarray, hand: np.ndarray,
     beside = 0.0
     if band is not None and eye_distance > 0:
         far = cv2.distanceTransform((~face).astype(np.uint8), cv2.DIST_L2, 5)
-        beside = float((person & band & (far > SIDE_REACH * eye_distance)).sum() / area)
+        outgrowth = person & band & (far > SIDE_REACH * eye_distance) & ~on_the_body(person)
+        beside = float(outgrowth.sum() / area)
     return {"hand": float((hand & (person | face)).sum() / area),
             "foreign": float((core & ~person).sum() / core.sum()),
             "silhouette": beside}

@@ -1,7 +1,13 @@
-"""Shared pytest configuration: GPU tests skip cleanly on machines without CUDA."""
+"""Shared pytest configuration: GPU tests skip cleanly on machines without CUDA; nothing is
+downloaded (the VGG / AlexNet weights are used only where the torch cache already holds them;
+a test that covers the download patches it and lifts this)."""
+
+import os
 
 import pytest
 import torch
+
+os.environ["GH_NO_DOWNLOAD"] = "1"  # also for the scripts the tests start as subprocesses
 
 
 def pytest_collection_modifyitems(config, items):

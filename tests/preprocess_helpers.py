@@ -60,3 +60,60 @@ def rotation_errors_deg(rot_est: np.ndarray, rot_true: np.ndarray) -> tuple[np.n
     rel = np.einsum("fji,jk,fkl->fil", rot_est, a, rot_true)  # R_est^T A R_true
     cos = np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)
     return np.degrees(np.arccos(cos)), a
+
+
+def looking_down(pitch_deg: float, size: int = 128):
+    """A head, neck and shoulders on a tight crop (the frame ends a little below the collar),
+    the head pitched down by ``pitch_deg``: the face drops towards the collar and is
+    foreshortened, the body stays where it is. Returns the person labels (H, W) uint8, the
+    face outline [36, 2], the outer eye corners [2, 2] and lip points [4, 2] (pixels)."""
+    p = np.radians(pitch_deg)
+    drop, squash = 60.0 * np.sin(p), np.cos(p)  # about the neck, below and behind the face
+
+    def place(uv):  # a frontal point -> pitched down
+        uv = np.asarray(uv, float)
+        return np.column_stack([uv[..., 0], 52.5 + (uv[..., 1] - 52.5) * squash + drop])
+
+    lab = np.zeros((size, size), np.uint8)
+    shoulders = np.array([[0, 92], [40, 88], [88, 88], [size, 92], [size, size], [0, size]])
+    cv2.fillPoly(lab, [shoulders.astype(np.int32)], masks.LABEL_TORSO)
+    cv2.rectangle(lab, (52, 70), (76, 100), masks.LABEL_NECK, -1)
+    centre = place([[64.0, 48.0]])[0]
+    cv2.ellipse(lab, (64, int(round(centre[1]))), (26, int(round(32 * squash))), 0, 0, 360,
+                masks.LABEL_HEAD, -1)
+    ang = np.linspace(0, 2 * np.pi, 36, endpoint=False)
+    oval = place(np.column_stack([64.5 + 21 * np.sin(ang), 52.5 - 27 * np.cos(ang)]))
+    eyes = place([[50.0, 45.0], [79.0, 45.0]])
+    mouth = place([[56.0, 65.0], [73.0, 65.0], [64.5, 62.0], [64.5, 68.0]])
+    return lab, oval, eyes, mouth
+
+
+SKIN_RGB, CLOTHING_RGB, BACKGROUND_RGB = (210, 160, 130), (40, 90, 110), (235, 235, 235)
+
+
+def collar_crop(size: int = 128, beard: bool = False, seed: int = 0):
+    """A frontal head on a body cropped a little below the collar: a sweater (a colour unlike
+    the skin) fills the frame from side to side from just under the jaw, and the neck's skin
+    shows between the chin and a round collar. Returns the true labels (H, W) uint8 (the neck:
+    its visible skin), the frame RGB uint8 (H, W, 3), landmarks [38, 2] (the face outline
+    [36], then forehead and chin), the outline's indices, forehead and chin. ``beard``: a dark
+    beard under the chin (head)."""
+    lab = np.zeros((size, size), np.uint8)
+    cv2.rectangle(lab, (46, 70), (82, size), masks.LABEL_NECK, -1)
+    sweater = np.array([[0, 86], [36, 80], [46, 80], [50, 96], [64, 100], [78, 96], [82, 80],
+                        [92, 80], [size, 86], [size, size], [0, size]])
+    cv2.fillPoly(lab, [sweater.astype(np.int32)], masks.LABEL_TORSO)
+    cv2.ellipse(lab, (64, 48), (26, 32), 0, 0, 360, masks.LABEL_HEAD, -1)
+    hair = np.zeros((size, size), np.uint8)
+    if beard:  # over the chin and down to 8 px below it
+        cv2.ellipse(hair, (64, 78), (13, 10), 0, 0, 180, 1, -1)
+        lab[hair > 0] = masks.LABEL_HEAD
+    img = np.where((lab == masks.LABEL_TORSO)[..., None], CLOTHING_RGB,
+                   np.where((lab > 0)[..., None], SKIN_RGB, BACKGROUND_RGB)).astype(np.float64)
+    img[lab == masks.LABEL_NECK] *= 0.8  # in the jaw's shadow
+    img[hair > 0] = (60, 40, 30)
+    img += np.random.default_rng(seed).normal(0, 4, img.shape)
+    ang = np.linspace(0, 2 * np.pi, 36, endpoint=False)
+    oval = np.column_stack([64.5 + 21 * np.sin(ang), 52.5 - 27 * np.cos(ang)])
+    points = np.vstack([oval, [[64.5, 25.5], [64.5, 79.5]]])
+    return lab, np.clip(np.rint(img), 0, 255).astype(np.uint8), points, np.arange(36), 36, 37

@@ -6,6 +6,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
 from bench.host_time import _device_busy_s
@@ -77,6 +78,40 @@ def test_bench_run_end_to_end_on_the_cpu(tmp_path):
             timed = sum(v for k, v in parts.items() if k != "other")
             assert timed <= h[mode]["wall_ms_per_it"] * (1 + 1e-6), (timed, h[mode])
     assert r["test"]["psnr"] > 0 and r["render"]["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("term", ["off", "on"])
+def test_fidelity_json_says_whether_the_vgg_term_was_on(tmp_path, monkeypatch, term):
+    """bench/fidelity.py on a tiny set: its JSON records the objective (the VGG term on or off,
+    and why) beside the metrics. "on" stands a small module in for VGG16 (no weights here)."""
+    import json
+
+    import training.trainer
+    from bench.fidelity import main
+    from tools.make_synthetic import make_synthetic
+
+    if term == "on":
+        class Stand_in(torch.nn.Module):
+            def forward(self, pred, gt):
+                return (pred - gt).abs().mean()
+
+        monkeypatch.setattr(training.trainer, "make_perceptual_loss",
+                            lambda weight, device: (Stand_in(), "on (a stand-in)"))
+    data = make_synthetic(tmp_path / "syn", frames=12, res=24, seed=1)
+    out = tmp_path / "results"
+    assert main(["--data", str(data), "--minutes", "0", "--test_frames", "3",
+                 "--train_every", "4", "--sheet_rows", "1", "--sheet_cell", "24",
+                 "--out", str(out), "--tag", "t", "--", "--iterations", "4", "--backend",
+                 "torch", "--device", "cpu", "--init_points", "300", "--body_points", "100"]) == 0
+    (path,) = out.glob("*_fidelity_t.json")
+    r = json.loads(path.read_text())
+    assert r["vgg_term"] is (term == "on")
+    if term == "on":
+        assert r["perceptual_loss"] == "on (a stand-in)"
+    else:
+        assert r["perceptual_loss"].startswith("off: VGG16 weights not found")
+        assert "GH_NO_DOWNLOAD=1" in r["perceptual_loss"]
+    assert r["iterations"] == 4 and r["metrics"]["test"]["psnr"] > 0 and r["model_bytes"]
 
 
 def test_viewer_frame_bench_times_the_viewers_path_at_each_page_size(tmp_path):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
+import re
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +96,83 @@ def test_lpips_without_cached_weights_says_what_is_missing(tmp_path, monkeypatch
     assert "vgg16-397923af.pth or alexnet-owt-7be5be79.pth" in note and str(tmp_path) in note
     fn, note = make_lpips(torch.device("cpu"), "alex")
     assert fn is None and "vgg16" not in note
+
+
+# Every script with a command line: its parser comes from build_parser() where it has one, else
+# from main() stopped at parse_args.
+SCRIPTS = ["train", "render", "metrics", "viewer", "tools.export", "tools.preprocess",
+           "tools.make_synthetic", "bench.run", "bench.quality", "bench.fidelity",
+           "bench.fidelity_matrix", "bench.mlp_variants", "bench.profile_step",
+           "bench.torch_rasterizer_cpu", "bench.viewer_frame"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+class _Parsed(Exception):
+    def __init__(self, parser):
+        self.parser = parser
+
+
+def _script_parser(name: str, monkeypatch) -> argparse.ArgumentParser:
+    module = importlib.import_module(name)
+    if hasattr(module, "build_parser"):
+        return module.build_parser()
+
+    def stop(self, args=None, namespace=None):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", stop)
+    with pytest.raises(_Parsed) as caught:
+        module.main(*([[]] if inspect.signature(module.main).parameters else []))
+    return caught.value.parser
+
+
+def _entries(help_text: str) -> list[str]:
+    """The help of each argument: from a line indented by two spaces to the next one."""
+    out: list[str] = []
+    for line in help_text.splitlines():
+        if re.match(r"  \S", line):
+            out.append(line)
+        elif line.startswith("   ") and out:
+            out[-1] += " " + line.strip()
+    return out
+
+
+def test_every_script_with_a_command_line_is_checked():
+    found = {str(p.relative_to(REPO).with_suffix("")).replace("/", ".")
+             for pattern in ("*.py", "tools/*.py", "bench/*.py") for p in REPO.glob(pattern)
+             if re.search(r"ArgumentParser\(|make_parser\(|build_parser", p.read_text())}
+    assert found == set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_help_reads_cleanly(name, monkeypatch):
+    parser = _script_parser(name, monkeypatch)
+    description = parser.description
+    assert description and description[-1] in ".):", description  # not cut mid-sentence
+    assert "\n" not in description.strip()
+    text = parser.format_help()
+    entries = _entries(text)
+    assert len(entries) > 2
+    for entry in entries:
+        assert entry.count("(default") <= 1, entry
+        assert "(default: None)" not in entry and "==SUPPRESS==" not in entry, entry
+        assert "(default: )" not in entry, entry
+
+
+def test_defaults_are_added_only_where_help_does_not_say_one():
+    from utils.cli import make_parser
+
+    p = make_parser("A tool.\n\nMore text,\nnot in the description.")
+    p.add_argument("--a", type=int, default=3, help="with a default")
+    p.add_argument("--b", default=None, help="no default")
+    p.add_argument("--c", default=2, help="said (default: two)")
+    p.add_argument("--d", default=False, type=bool, help="a boolean, 100%% sure")
+    p.add_argument("--e", action="store_true", help="a switch")
+    p.add_argument("--f", nargs="+", type=int, default=[1, 2], help="a list")
+    p.add_argument("--g", default="5%", help="opens the default browser")
+    text = " ".join(p.format_help().split())
+    assert p.description == "A tool."
+    assert "with a default (default: 3)" in text and "no default --c" in text
+    assert "said (default: two) --d" in text and "100% sure (default: false)" in text
+    assert "a switch --f" in text and "a list (default: 1 2)" in text
+    assert "opens the default browser (default: 5%)" in text

@@ -132,8 +132,10 @@ def test_cli_regions_and_yaw_groups(tmp_path, no_lpips, capsys):
     run = _novel_run(tmp_path / "run")
     assert metrics.main(["-m", str(run), "--quiet", "--device", "cpu"]) == 0
     res = json.loads((run / "results.json").read_text())
-    assert set(res) == {"test/ours_7", "novel/ours_7", "_note", "_regions_note"}
-    assert "LPIPS unavailable" in res["_note"]
+    assert set(res) == {"test/ours_7", "novel/ours_7", "_lpips", "_regions_note"}
+    assert res["_lpips"]["available"] is False
+    assert res["_lpips"]["note"].startswith("LPIPS unavailable")
+    assert "GH_NO_DOWNLOAD=1" in res["_lpips"]["note"]
     test = res["test/ours_7"]
     assert test["frames"] == 2 and "regions" not in test and "yaw" not in test
     assert test["psnr"] == pytest.approx((120 + _psnr(ERR, 1 / 3)) / 2, abs=1e-3)
@@ -162,8 +164,22 @@ def test_cli_regions_and_yaw_groups(tmp_path, no_lpips, capsys):
     # --sets restricts; the old layout of a set entry is kept.
     assert metrics.main(["-m", str(run), "--quiet", "--device", "cpu", "--sets", "test"]) == 0
     res = json.loads((run / "results.json").read_text())
-    assert set(res) == {"test/ours_7", "_note"}
+    assert set(res) == {"test/ours_7", "_lpips"}
     assert set(res["test/ours_7"]) == {"psnr", "ssim", "l1", "frames"}
+
+
+def test_results_say_lpips_ran(tmp_path, monkeypatch):
+    def fake_lpips(pred, gt, spatial=False):
+        d = (pred - gt).abs().mean(0)
+        return d if spatial else d.mean()
+
+    monkeypatch.setattr(metrics, "make_lpips", lambda device, net: (fake_lpips, "LPIPS (vgg)"))
+    run = _novel_run(tmp_path / "run")
+    assert metrics.main(["-m", str(run), "--quiet", "--device", "cpu", "--sets", "test"]) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["_lpips"] == {"available": True, "note": "LPIPS (vgg)"}
+    assert set(res["test/ours_7"]) == {"psnr", "ssim", "l1", "lpips", "frames"}
+    assert res["test/ours_7"]["lpips"] == pytest.approx(ERR / 255 / 3 / 2, abs=1e-5)
 
 
 def test_find_sets_needs_renders_and_gt(tmp_path):

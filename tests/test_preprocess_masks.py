@@ -10,7 +10,7 @@ from preprocessing import geometry as geo
 from preprocessing import masks
 from preprocessing.frame_writer import jpeg_params
 from preprocessing.matting import decontaminate, local_mean
-from tests.preprocess_helpers import figure
+from tests.preprocess_helpers import CLOTHING_RGB, SKIN_RGB, collar_crop, figure
 from utils.regions import decode_regions, encode_regions
 
 # ----------------------------------------------------------------------------- masks
@@ -24,6 +24,52 @@ def test_parsing_splits_head_neck_and_torso():
         a, b = out == k, lab == k
         assert (a & b).sum() / (a | b).sum() > 0.8, k
     assert (out[mask == 0] == masks.LABEL_BG).all()
+
+
+def test_parsing_on_a_tight_crop_takes_the_clothing_for_torso_and_the_skin_for_neck():
+    """The frame ends a little below the collar and the sweater fills it from side to side
+    right under the jaw: the silhouette shows no neck, the colours do."""
+    lab, img, points, oval, forehead, chin = collar_crop()
+    mask = (lab > 0).astype(np.float32)
+    out = masks.parse(mask, points, oval, chin, forehead, image=img)
+    clothing = lab == masks.LABEL_TORSO
+    rows = np.arange(lab.shape[0])[:, None]
+    neck_skin = (lab == masks.LABEL_NECK) & (rows > points[chin, 1])  # between jaw and collar
+    assert (out[clothing] == masks.LABEL_TORSO).mean() > 0.97
+    assert (out[neck_skin] == masks.LABEL_NECK).mean() > 0.9
+    head = lab == masks.LABEL_HEAD
+    assert ((out == masks.LABEL_HEAD) & head).sum() / ((out == masks.LABEL_HEAD) | head).sum() > 0.9
+    assert (out[mask == 0] == masks.LABEL_BG).all()
+
+
+def test_parsing_keeps_a_beard_under_the_chin_in_the_head():
+    lab, img, points, oval, forehead, chin = collar_crop(beard=True)
+    out = masks.parse((lab > 0).astype(np.float32), points, oval, chin, forehead, image=img)
+    rows = np.arange(lab.shape[0])[:, None]
+    beard = (lab == masks.LABEL_HEAD) & (rows >= 80)
+    assert (out[beard] == masks.LABEL_HEAD).mean() > 0.8
+    assert (out[lab == masks.LABEL_TORSO] == masks.LABEL_TORSO).mean() > 0.95
+    below_beard = (lab == masks.LABEL_NECK) & (rows >= 90)
+    assert (out[below_beard] == masks.LABEL_NECK).mean() > 0.8
+
+
+def test_skin_is_the_face_colour_in_light_or_shade():
+    lab, img, points, oval, _, _ = collar_crop()
+    face = masks.fill_polygon(points[oval], lab.shape)
+    patches = np.zeros((4, 8, 3), np.float64)
+    patches[0] = SKIN_RGB
+    patches[1] = np.array(SKIN_RGB) * 0.6  # in the jaw's shadow
+    patches[2] = np.array(SKIN_RGB) * 0.2  # as dark as dark hair
+    patches[3] = CLOTHING_RGB
+    test = img.copy()
+    test[:4, :8] = patches.astype(np.uint8)
+    skin = masks.skin_like(test, face, float(np.ptp(points[oval, 0])))
+    assert skin[0, 2:6].all() and skin[1, 2:6].all()
+    assert not skin[2, 2:6].any() and not skin[3, 2:6].any()
+    assert skin[face].mean() > 0.99 and not skin[lab == masks.LABEL_TORSO].any()
+    tiny = np.zeros(lab.shape, bool)
+    tiny[60:63, 60:63] = True
+    assert masks.skin_like(img, tiny, 3.0) is None
 
 
 def test_clean_mask_keeps_the_person_and_drops_other_blobs():

@@ -11,7 +11,7 @@ from preprocessing import masks
 from preprocessing import occlusion as occ
 from preprocessing.occlusion import mark_occluded
 from preprocessing.options import PreprocessOptions
-from tests.preprocess_helpers import figure
+from tests.preprocess_helpers import figure, looking_down
 
 # ----------------------------------------------------------------------------- occlusion
 
@@ -68,6 +68,61 @@ def test_the_face_left_out_of_the_person_and_an_outgrowth_beside_it_are_occlusio
     assert _cues(wide, points, oval)["silhouette"] == 0.0
     # nor is the torso below the mouth, however wide
     assert _cues(lab, points, oval)["silhouette"] == 0.0
+
+
+def _clip_cues(pitch: float, hands=None, lab_edit=None) -> dict[str, float]:
+    lab, oval, eyes, mouth = looking_down(pitch)
+    if lab_edit is not None:
+        lab_edit(lab, mouth)
+    face = masks.fill_polygon(oval, lab.shape)
+    band, dist = occ.side_band(eyes, mouth, lab.shape)
+    hand = occ.hand_region(np.full((1, 21, 3), np.nan) if hands is None else hands, lab.shape)
+    return occ.occlusion_cues((lab > 0).astype(np.float32), face, hand, band, dist)
+
+
+def test_looking_down_is_not_an_occlusion():
+    """A near-frontal clip on a tight crop in which the head pitches down to 35 degrees for a
+    few frames (chin towards the collar, lids may close: nothing covers the face): the band
+    between the eyes and the mouth comes down to the shoulders, which are not an outgrowth."""
+    pitch = np.concatenate([np.zeros(10), np.linspace(0, 35, 8), np.full(6, 35.0),
+                            np.linspace(35, 0, 8), np.zeros(10)])
+    frames = np.arange(len(pitch))
+    cues = {int(i): _clip_cues(p) for i, p in zip(frames, pitch)}
+    status = np.array(["ok"] * len(frames), dtype=object)
+    rep = mark_occluded(status, frames, cues, PreprocessOptions())
+    assert rep["flagged"] == [] and (status == "ok").all()
+    assert max(max(c.values()) for c in cues.values()) < 0.01
+    # the shoulders are in the band at 35 degrees: that is what the silhouette cue must not count
+    lab, _, eyes, mouth = looking_down(35.0)
+    band, _ = occ.side_band(eyes, mouth, lab.shape)
+    assert (band & (lab == masks.LABEL_TORSO)).sum() > 100
+
+
+def test_looking_down_keeps_hands_and_objects_occlusions():
+    # a hand over the lowered chin
+    _, oval, _, _ = looking_down(35.0)
+    chin = oval[:, 1].max()
+    assert _clip_cues(35.0, hands=_hand((64.0, chin + 20))[None])["hand"] > 0.2
+
+    # a microphone beside the mouth of a head looking down a little, with background under it
+    def mic(lab, mouth):
+        v = int(round(mouth[:, 1].mean()))
+        lab[v - 3:v + 3, 64:] = masks.LABEL_HEAD
+
+    assert _clip_cues(15.0)["silhouette"] == 0.0
+    assert _clip_cues(15.0, lab_edit=mic)["silhouette"] > 0.05
+
+
+def test_what_stands_on_the_body():
+    lab = figure()[0]
+    person = lab > 0
+    body = occ.on_the_body(person)
+    assert body[120, 64] and body[100, 64]  # the torso, and the neck standing on it
+    assert not body[48, 40]  # the side of the head: background under the cheek
+    assert not body[5, 5]  # the background
+    bar = person.copy()
+    bar[58:64, 64:] = True
+    assert not occ.on_the_body(bar)[60, 120]  # an object held out: background under it
 
 
 def test_the_side_band_turns_with_the_head():

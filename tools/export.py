@@ -30,13 +30,13 @@ from scene.export import (  # noqa: E402
     write_file,
 )
 from scene.run_folder import is_release_run, load_model  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.errors import OptionError, run_cli  # noqa: E402
 from utils.execution import resolve_execution  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0], allow_abbrev=False,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__, allow_abbrev=False)
     p.add_argument("-m", "--model_path", required=True, help="run folder (output/<id>)")
     p.add_argument("-o", "--output", required=True,
                    help="file to write (.ply or .splat); with --frames a folder")

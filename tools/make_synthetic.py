@@ -56,6 +56,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.cli import make_parser  # noqa: E402
 from utils.io_utils import atomic_write_bytes, write_image  # noqa: E402
 from utils.regions import REGION_BITS, encode_regions, parsing_image  # noqa: E402
 
@@ -1070,7 +1071,7 @@ def _yaw_list(text: str) -> tuple[float, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = make_parser(__doc__)
     parser.add_argument("out", type=Path, help="output folder (created if missing)")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--res", type=int, default=256, help="image width and height")

@@ -23,13 +23,13 @@ from preprocessing.pipeline import (  # noqa: E402
     preprocess,
     summary,
 )
+from utils.cli import make_parser  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = PreprocessOptions()
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("input", type=Path, help="video file (anything OpenCV decodes: mp4, avi, "
                    "mov, ...) or folder of frames (jpg/png, in natural name order)")
     p.add_argument("out", type=Path, help="output dataset folder: new, empty, or an earlier "

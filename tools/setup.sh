@@ -49,3 +49,15 @@ if [ "${GH_SKIP_GSPLAT_BUILD:-0}" != "1" ] && command -v nvidia-smi >/dev/null 2
         echo "tools/setup.sh: gsplat's CUDA kernels could not be built now; train.py will try" \
              "again (or pass --backend torch)" >&2
 fi
+# The ImageNet VGG16 weights of the perceptual loss and of LPIPS (528 MB, once, into the torch
+# hub cache) where a network answers; without them training and metrics.py go on without those
+# terms and say so. GH_SKIP_WEIGHTS=1 (or GH_NO_DOWNLOAD=1) leaves them out.
+if [ "${GH_SKIP_WEIGHTS:-0}" != "1" ]; then
+    .venv/bin/python -c 'from utils.weights import fetch_backbone
+path, how = fetch_backbone("vgg16")
+print("tools/setup.sh: VGG16 weights " + how if path else
+      "tools/setup.sh: VGG16 weights not fetched (" + how + "); training runs without the "
+      "perceptual term until they are in the torch cache")' || \
+        echo "tools/setup.sh: the VGG16 weights could not be fetched now; train.py and" \
+             "metrics.py will try again" >&2
+fi

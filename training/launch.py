@@ -16,6 +16,7 @@ from arguments import (
 from scene.render_sets import render_novel_view
 from scene.run_folder import checkpoint_options, read_checkpoint
 from training.trainer import Trainer
+from utils.cli import HelpFormatter
 from utils.errors import OptionError
 
 GROUPS = (ModelParams, OptimizationParams, PipelineParams)
@@ -23,7 +24,8 @@ GROUPS = (ModelParams, OptimizationParams, PipelineParams)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train a GaussianHead avatar from a monocular "
-                                "talking-head dataset.", allow_abbrev=False)
+                                "talking-head dataset.", allow_abbrev=False,
+                                formatter_class=HelpFormatter)
     for g in GROUPS:
         g.add_to(p)
     run = p.add_argument_group("Run")

@@ -8,6 +8,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from utils.weights import backbone_file, cache_dir, fetch_backbone
+
 
 def l1_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return (pred - gt).abs().mean()
@@ -51,16 +53,6 @@ def ssim(img1: torch.Tensor, img2: torch.Tensor, window_size: int = 11) -> torch
     return (num / den).mean()
 
 
-VGG16_FILE = "vgg16-397923af.pth"
-
-
-def vgg16_weights_path() -> str | None:
-    """Where torchvision keeps the ImageNet VGG16 weights, if they are already there."""
-    hub = torch.hub.get_dir()
-    path = os.path.join(hub, "checkpoints", VGG16_FILE)
-    return path if os.path.isfile(path) else None
-
-
 class VGGPerceptualLoss(torch.nn.Module):
     """Mean L1 distance of VGG16 features (4 blocks, up to relu4_3) of the two images, after
     ImageNet normalisation and a resize to 224x224 (the release's perceptual term)."""
@@ -92,12 +84,13 @@ class VGGPerceptualLoss(torch.nn.Module):
 
 def make_perceptual_loss(weight: float, device: torch.device
                          ) -> tuple[VGGPerceptualLoss | None, str]:
-    """The VGG term if its weights are in the local torch cache; otherwise None and why."""
+    """The VGG term, its ImageNet weights read from the torch hub cache (downloaded there first
+    where missing and a network answers, see utils/weights.py); otherwise None and why."""
     if weight <= 0:
         return None, "off (lambda_vgg = 0)"
-    path = vgg16_weights_path()
+    path, how = fetch_backbone("vgg16")
     if path is None:
-        reason = (f"off: VGG16 weights not found at {os.path.join(torch.hub.get_dir(), 'checkpoints', VGG16_FILE)} "  # noqa: E501
-                  "(download them once with torchvision.models.vgg16(weights='IMAGENET1K_V1'))")
-        return None, reason
-    return VGGPerceptualLoss(path).to(device), f"on ({path})"
+        want = os.path.join(cache_dir(), backbone_file("vgg16"))
+        return None, (f"off: VGG16 weights not found at {want} ({how}; fetch them once with "
+                      "torchvision.models.vgg16(weights='IMAGENET1K_V1') where a network answers)")
+    return VGGPerceptualLoss(path).to(device), f"on ({how})"

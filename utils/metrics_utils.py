@@ -1,19 +1,20 @@
-"""Evaluation metrics: PSNR, SSIM, L1 and (when its weights are available offline) LPIPS, for
+"""Evaluation metrics: PSNR, SSIM, L1 and (when its backbone weights can be had) LPIPS, for
 the whole frame and within image regions (boolean masks, see utils/regions.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 import warnings
 
 import torch
 
 from utils.image_utils import psnr
 from utils.loss_utils import gaussian_blur, ssim
+from utils.weights import backbone_file, cache_dir, fetch_backbone
 
-LPIPS_BACKBONES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
+# lpips's backbone names and torchvision's (utils/weights.py)
+LPIPS_BACKBONES = {"vgg": "vgg16", "alex": "alexnet"}
 METRICS = ("psnr", "ssim", "l1", "lpips")
 # A region with fewer pixels in a frame is left out of that frame's region metrics.
 MIN_REGION_PIXELS = 16
@@ -26,23 +27,31 @@ def make_lpips(device: torch.device, net: str = "auto"):
     ``spatial=True`` lpips's spatial map [H, W] (each layer's distance upsampled bilinearly to
     the image and summed; its mean is close to, not equal to, the scalar).
 
-    LPIPS needs its backbone's ImageNet weights in the local torch cache; nothing is downloaded.
-    ``net`` is ``vgg``, ``alex`` or ``auto`` (VGG, as 3DGS reports, else AlexNet).
+    LPIPS needs its backbone's ImageNet weights in the torch hub cache; where missing they are
+    downloaded there first (unless ``GH_NO_DOWNLOAD=1`` or no network answers, see
+    utils/weights.py). ``net`` is ``vgg``, ``alex`` or ``auto`` (VGG, as 3DGS reports, else
+    AlexNet).
     """
-    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
-    nets = ("vgg", "alex") if net == "auto" else (net,)
-    found = [n for n in nets if os.path.isfile(os.path.join(cache, LPIPS_BACKBONES[n]))]
-    if not found:
-        files = " or ".join(LPIPS_BACKBONES[n] for n in nets)
-        return None, (f"LPIPS unavailable: no {'/'.join(nets)} backbone weights ({files}) in the "
-                      f"torch cache {cache}; put them there to enable it")
     try:
         import lpips
     except ImportError:
         return None, "LPIPS unavailable: the lpips package is not installed"
+    nets = ("vgg", "alex") if net == "auto" else (net,)
+    found, why = None, []
+    for n in nets:
+        path, how = fetch_backbone(LPIPS_BACKBONES[n])
+        if path is not None:
+            found = n
+            break
+        why.append(how)
+    if found is None:
+        files = " or ".join(backbone_file(LPIPS_BACKBONES[n]) for n in nets)
+        return None, (f"LPIPS unavailable: no {'/'.join(nets)} backbone weights ({files}) in the "
+                      f"torch cache {cache_dir()} ({'; '.join(dict.fromkeys(why))}); put them "
+                      "there, or run once where a network answers, to enable it")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        model = lpips.LPIPS(net=found[0], verbose=False).to(device).eval()
+        model = lpips.LPIPS(net=found, verbose=False).to(device).eval()
 
     def fn(pred: torch.Tensor, gt: torch.Tensor, spatial: bool = False) -> torch.Tensor:
         # lpips reads its ``spatial`` attribute on every call, so one model serves both.
@@ -51,7 +60,7 @@ def make_lpips(device: torch.device, net: str = "auto"):
             d = model(pred[None] * 2 - 1, gt[None] * 2 - 1)
         return d[0, 0] if spatial else d.reshape(())
 
-    return fn, f"LPIPS ({found[0]})"
+    return fn, f"LPIPS ({found})"
 
 
 def image_metrics(pred: torch.Tensor, gt: torch.Tensor, lpips_fn=None) -> dict[str, float]:
