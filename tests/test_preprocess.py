@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
+from preprocessing.named_expression import EXP_NAMES, EXP_SPACE
 from preprocessing.pipeline import REPORT_NAME
 from scene.dataset_readers import read_dataset
 from tests.preprocess_helpers import rotation_errors_deg
@@ -101,7 +102,10 @@ def _cv_correlation(x: np.ndarray, y: np.ndarray, folds: int = 5, lam: float = 1
 def test_output_is_a_dataset_in_the_released_layout(synthetic):
     _, out, _, tr, report = synthetic
     info = read_dataset(out, test_frames=10, eval_frames=10)
-    assert len(info.frames) == FRAMES and info.exp_dim == 46 and info.mask_offset == 1
+    assert len(info.frames) == FRAMES and info.exp_dim == len(EXP_NAMES)
+    assert info.mask_offset == 1
+    assert tr["exp_space"] == EXP_SPACE and tr["exp_names"] == list(EXP_NAMES)
+    assert tr["exp_neutral"] == [0.0] * len(EXP_NAMES)
     read_dataset(out, test_frames=10, eval_frames=10, only_head=True)
     assert (tr["w"], tr["h"]) == (RES, RES)
     assert [f["img_id"] for f in tr["frames"]] == list(range(FRAMES))
@@ -264,7 +268,8 @@ def test_failed_frames_are_filled_in_or_dropped_and_reported(synthetic, tmp_path
     # The frames filled in here hold no face at all (a flat colour, two small faces): the
     # segmentation finds no person where their interpolated face lies, which the occlusion
     # check reports. Kept here, to see the filling alone.
-    r = run_preprocess(frames, out, "--size", 96, "--exp_dim", 12, "--max_gap", 3,
+    r = run_preprocess(frames, out, "--size", 96, "--expression", "pca", "--exp_dim", 12,
+                       "--max_gap", 3,
                        "--occlusion", "keep")
     assert r.returncode == 0, r.stderr
     report = json.loads((out / REPORT_NAME).read_text())
@@ -278,7 +283,7 @@ def test_failed_frames_are_filled_in_or_dropped_and_reported(synthetic, tmp_path
     tr = json.loads((out / "transforms.json").read_text())
     kept = [f["aud_id"] for f in tr["frames"]]
     assert kept == [i for i in range(40) if not 25 <= i < 33]
-    assert len(tr["frames"][0]["exp_ori"]) == 12 and tr["w"] == 96
+    assert len(tr["frames"][0]["exp_ori"]) == 12 and tr["w"] == 96 and "exp_names" not in tr
     statuses = {f["source_frame"]: f["status"] for f in report["frames"]}
     assert statuses[18] == "interpolated" and statuses[17] == "ok"
     assert len(list((out / "ori_imgs").glob("*.jpg"))) == 32
