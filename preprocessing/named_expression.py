@@ -46,7 +46,8 @@ BROW_OUTER = (46, 276)
 CHEEK = (205, 425)
 LIP_INNER = (13, 14)  # (upper, lower) centre of the inner lip outline
 LIP_OUTER = (0, 17)
-NOSE_BRIDGE, NOSE_BASE, NOSE_TIP, CHIN = 168, 2, 1, 152
+NOSE_BRIDGE, NOSE_BASE, NOSE_TIP = 168, 2, 1
+CHIN_FRONT = 199  # on the chin's front below the lower lip (not the outline, which slides)
 
 
 @dataclass(frozen=True)
@@ -68,35 +69,35 @@ COEFFICIENTS = (
     Coefficient("mouthRight", "mouth_x", -1, 0.12),
     Coefficient("mouthSmileLeft", "corner_y_left", +1, 0.15),
     Coefficient("mouthSmileRight", "corner_y_right", +1, 0.15),
-    Coefficient("mouthFrownLeft", "corner_y_left", -1, 0.1),
-    Coefficient("mouthFrownRight", "corner_y_right", -1, 0.1),
+    Coefficient("mouthFrownLeft", "corner_y_left", -1, 0.15),
+    Coefficient("mouthFrownRight", "corner_y_right", -1, 0.15),
     Coefficient("mouthStretchLeft", "corner_x_left", +1, 0.12),
     Coefficient("mouthStretchRight", "corner_x_right", +1, 0.12),
     Coefficient("mouthPucker", "mouth_width", -1, 0.25),
     Coefficient("mouthFunnel", "funnel", +1, 1.0),
     Coefficient("mouthUpperUpLeft", "upper_lip_left", +1, 0.1),
     Coefficient("mouthUpperUpRight", "upper_lip_right", +1, 0.1),
-    Coefficient("mouthLowerDownLeft", "lower_lip_left", -1, 0.1),
-    Coefficient("mouthLowerDownRight", "lower_lip_right", -1, 0.1),
+    Coefficient("mouthLowerDownLeft", "lower_lip_left", -1, 0.2),
+    Coefficient("mouthLowerDownRight", "lower_lip_right", -1, 0.2),
     Coefficient("eyeBlinkLeft", "lid_ratio_left", -1, 0.8),
     Coefficient("eyeBlinkRight", "lid_ratio_right", -1, 0.8),
-    Coefficient("eyeWideLeft", "lid_ratio_left", +1, 0.35),
-    Coefficient("eyeWideRight", "lid_ratio_right", +1, 0.35),
+    Coefficient("eyeWideLeft", "lid_ratio_left", +1, 0.5),
+    Coefficient("eyeWideRight", "lid_ratio_right", +1, 0.5),
     # the left eye looks in (to the nose, -x) or out (+x); the right eye the other way
-    Coefficient("eyeLookInLeft", "iris_x_left", -1, 0.15),
-    Coefficient("eyeLookOutLeft", "iris_x_left", +1, 0.15),
-    Coefficient("eyeLookUpLeft", "iris_y_left", +1, 0.07),
-    Coefficient("eyeLookDownLeft", "iris_y_left", -1, 0.07),
-    Coefficient("eyeLookInRight", "iris_x_right", +1, 0.15),
-    Coefficient("eyeLookOutRight", "iris_x_right", -1, 0.15),
-    Coefficient("eyeLookUpRight", "iris_y_right", +1, 0.07),
-    Coefficient("eyeLookDownRight", "iris_y_right", -1, 0.07),
+    Coefficient("eyeLookInLeft", "iris_x_left", -1, 0.2),
+    Coefficient("eyeLookOutLeft", "iris_x_left", +1, 0.2),
+    Coefficient("eyeLookUpLeft", "iris_y_left", +1, 0.1),
+    Coefficient("eyeLookDownLeft", "iris_y_left", -1, 0.1),
+    Coefficient("eyeLookInRight", "iris_x_right", +1, 0.2),
+    Coefficient("eyeLookOutRight", "iris_x_right", -1, 0.2),
+    Coefficient("eyeLookUpRight", "iris_y_right", +1, 0.1),
+    Coefficient("eyeLookDownRight", "iris_y_right", -1, 0.1),
     Coefficient("browInnerUp", "brow_inner_y", +1, 0.12),
-    Coefficient("browDownLeft", "brow_y_left", -1, 0.08),
-    Coefficient("browDownRight", "brow_y_right", -1, 0.08),
-    Coefficient("browOuterUpLeft", "brow_outer_y_left", +1, 0.12),
-    Coefficient("browOuterUpRight", "brow_outer_y_right", +1, 0.12),
-    Coefficient("cheekPuff", "cheek_width", +1, 0.08),
+    Coefficient("browDownLeft", "brow_y_left", -1, 0.12),
+    Coefficient("browDownRight", "brow_y_right", -1, 0.12),
+    Coefficient("browOuterUpLeft", "brow_outer_y_left", +1, 0.15),
+    Coefficient("browOuterUpRight", "brow_outer_y_right", +1, 0.15),
+    Coefficient("cheekPuff", "cheek_width", +1, 0.12),
 )
 EXP_NAMES = tuple(c.name for c in COEFFICIENTS)
 _SCALE = {c.name: c.scale for c in COEFFICIENTS}
@@ -136,7 +137,7 @@ def raw_measures(faces: np.ndarray, units: FaceUnits) -> dict[str, np.ndarray]:
         out[f"corner_y_{side}"] = y[:, MOUTH_CORNER[k]] - y[:, LIP_OUTER[0]]
         out[f"corner_x_{side}"] = outward * (x[:, MOUTH_CORNER[k]] - x[:, NOSE_TIP])
         out[f"upper_lip_{side}"] = y[:, UPPER_LIP[k]] - y[:, NOSE_BASE]
-        out[f"lower_lip_{side}"] = y[:, LOWER_LIP[k]] - y[:, CHIN]
+        out[f"lower_lip_{side}"] = y[:, LOWER_LIP[k]] - y[:, CHIN_FRONT]
         out[f"lid_gap_{side}"] = y[:, LIDS[k][0]] - y[:, LIDS[k][1]]
         outer, inner = EYE_CORNERS[k]
         width = np.abs(x[:, outer] - x[:, inner]) + 1e-9

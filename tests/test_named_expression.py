@@ -10,6 +10,7 @@ import pytest
 from preprocessing import named_expression as ne
 
 N_POINTS = 478
+SCALE = {c.name: c.scale for c in ne.COEFFICIENTS}
 
 
 def _face(seed: int = 0, stretch: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
@@ -63,8 +64,9 @@ def test_each_motion_moves_its_coefficient_by_its_scale(stretch):
     code = _code(clip, moved(p291=(0, 0.15)))
     assert code["mouthSmileLeft"] == pytest.approx(1.0, abs=0.01)
     assert code["mouthSmileRight"] < 0.01 and code["mouthFrownLeft"] < 0.01
-    # the right corner down by 0.05: half a frown
-    assert _code(clip, moved(p61=(0, -0.05)))["mouthFrownRight"] == pytest.approx(0.5, abs=0.01)
+    # the right corner down by half a frown's scale
+    half = 0.5 * SCALE["mouthFrownRight"]
+    assert _code(clip, moved(p61=(0, -half)))["mouthFrownRight"] == pytest.approx(0.5, abs=0.01)
     # the right upper lid half way down: eyeBlinkRight 0.5 / 0.8
     gap = face[159, 1] - face[145, 1]
     f = face.copy()
@@ -75,10 +77,11 @@ def test_each_motion_moves_its_coefficient_by_its_scale(stretch):
     # both inner brows up by 0.06 face heights: half of browInnerUp
     assert _code(clip, moved(p107=(0, 0.06), p336=(0, 0.06)))["browInnerUp"] == pytest.approx(
         0.5, abs=0.01)
-    # the left iris towards the subject's left by 0.075 eye widths: the left eye looks out
+    # the left iris towards the subject's left by half the scale in eye widths: the left eye
+    # looks out
     width = abs(face[263, 0] - face[362, 0])
     f = face.copy()
-    f[473, 0] += 0.075 * width
+    f[473, 0] += 0.5 * SCALE["eyeLookOutLeft"] * width
     code = _code(clip, f)
     assert code["eyeLookOutLeft"] == pytest.approx(0.5, abs=0.01)
     assert code["eyeLookInLeft"] < 0.01 and code["eyeLookInRight"] < 0.01
