@@ -3,10 +3,10 @@
 tools/preprocess.py (``--expression named``, the default) writes three top-level keys:
 ``exp_space`` (the code's name and version), ``exp_names`` (one name per ``exp_ori`` value,
 jawOpen, eyeBlinkLeft, ...) and ``exp_neutral`` (the clip's neutral code). Datasets without
-them (the per-clip PCA, the released NeRFBlendShape data, anything older) are *unnamed*: their
+them (the per-clip PCA, the published NeRFBlendShape data, anything older) are *unnamed*: their
 coefficients mean something only within their own clip. Two datasets can drive each other
 only in the same named space, or as unnamed data of the same length (the same subject's
-clips tracked together, as the original release did).
+clips tracked together, as the original code did).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class ExpressionMeta:
 
     def describe(self) -> str:
         if not self.named:
-            return "unnamed expressions (a per-clip basis: PCA or the released data)"
+            return "unnamed expressions (a per-clip basis: PCA or the published data)"
         return f"the named space {self.space or '(no exp_space)'} ({len(self.names)} names)"
 
 
