@@ -32,10 +32,19 @@ Output layout (``OUT/``)::
                              seed, version)
     video.mp4                only with --video
 
+People and reenactment: ``--identity I`` draws the person (colours, and the face's shape: head
+width, height and depth, jaw width, eye spacing, mouth width) from its own seed, apart from the
+motion of ``--seed``; without it the colours come from ``--seed`` and the head has the base
+shape of earlier versions. ``--driver_seed B`` renders the person performing seed B's
+expressions and head motion, that motion about its mean pose put on the mean pose of
+``--seed``'s own sequence of ``--pose_mean_frames`` frames: the ground truth of
+``render.py --driving --driving_pose`` (bench/reenactment.py).
+
 Usage::
 
     python tools/make_synthetic.py OUT --frames 30 --res 64 --seed 0 [--video]
         [--novel_yaws 15,-15,30,-30] [--novel_last 100] [--novel_every 4]
+        [--identity I] [--driver_seed B --pose_mean_frames N]
 """
 
 from __future__ import annotations
