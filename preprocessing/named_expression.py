@@ -16,6 +16,10 @@ the same number on any face:
   blinks are brief), a low percentile (5 %) for those that only grow from rest (the gap
   between the lips: the mouth is closed at rest but open much of the time while talking).
 
+The lips' heights (mouth corners, the lips' sides) are taken apart from the jaw: the share
+of each that follows the gap between the lips over the clip is taken off it, so an open mouth
+is not also read as a frown (see :meth:`NamedExpression.fit`).
+
 A coefficient is the measure's change from neutral in one direction divided by its scale
 (the change at weight 1, :data:`COEFFICIENTS`), clipped to [0, 1] like a blendshape weight.
 Names follow ARKit's blendshapes (``Left`` is the subject's left); the space is identified
@@ -24,7 +28,7 @@ by :data:`EXP_SPACE`. Landmark numbers are those of MediaPipe's 478-point face m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -103,6 +107,9 @@ EXP_NAMES = tuple(c.name for c in COEFFICIENTS)
 _SCALE = {c.name: c.scale for c in COEFFICIENTS}
 # measures at rest at the bottom of their range: neutral = LOW_PERCENTILE, others the median
 LOW_NEUTRAL = {"lip_gap"}
+# the lips' heights, which follow the jaw (their share of the lip gap is taken off them)
+JAW_COUPLED = tuple(f"{m}_{side}" for m in ("corner_y", "upper_lip", "lower_lip")
+                    for side in ("left", "right"))
 
 
 @dataclass(frozen=True)
@@ -157,25 +164,42 @@ def raw_measures(faces: np.ndarray, units: FaceUnits) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class NamedExpression:
-    """A clip's neutral face and the code of its frames."""
+    """A clip's neutral face, how its lips follow its jaw, and the code of its frames."""
 
     units: FaceUnits
     neutral: dict[str, float]  # neutral value of every measure (face units)
+    # measure -> its change per unit of lip gap in this clip (JAW_COUPLED), taken off it
+    jaw_slope: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, faces: np.ndarray) -> NamedExpression:
-        """Estimate the neutral face of a clip of pose-free faces [F, N, 3]."""
+        """Estimate the neutral face of a clip of pose-free faces [F, N, 3], and how much each
+        of the lips' heights (:data:`JAW_COUPLED`) moves with the gap between the lips in it
+        (least squares over the clip): the mouth corners and the lips' sides follow the jaw
+        (on real faces a corner comes down about 0.4 of the gap's opening), which would read
+        as a frown, or a lowered lip, at every open mouth. That share is taken off, so those
+        coefficients measure the lips' motion apart from the jaw's (a smile held while the
+        mouth opens keeps its part that does not follow the gap)."""
         if faces.ndim != 3 or faces.shape[1] < MIN_POINTS or len(faces) == 0:
             raise ValueError(f"expected faces [F, >={MIN_POINTS}, 3], got {faces.shape}")
         units = face_units(np.median(faces, axis=0))
         raw = raw_measures(faces, units)
+        gap = raw["lip_gap"] - raw["lip_gap"].mean()
+        var = float(gap @ gap)
+        slope = {k: float((raw[k] - raw[k].mean()) @ gap / var) if var > 0 else 0.0
+                 for k in JAW_COUPLED}
+        gap_rest = float(np.percentile(raw["lip_gap"], LOW_PERCENTILE))
+        raw = _decoupled(raw, slope, gap_rest)
         neutral = {k: float(np.percentile(v, LOW_PERCENTILE if k in LOW_NEUTRAL else 50.0))
                    for k, v in raw.items()}
-        return cls(units, neutral)
+        return cls(units, neutral, slope)
 
     def measures(self, faces: np.ndarray) -> dict[str, np.ndarray]:
-        """Raw measures [F] of faces [F, N, 3] with the derived ones (eyelid ratios, funnel)."""
-        return _with_derived(raw_measures(faces, self.units), self.neutral)
+        """Raw measures [F] of faces [F, N, 3] (the lips' heights apart from the jaw), with
+        the derived ones (eyelid ratios, funnel)."""
+        raw = _decoupled(raw_measures(faces, self.units), self.jaw_slope,
+                         self.neutral["lip_gap"])
+        return _with_derived(raw, self.neutral)
 
     def encode(self, faces: np.ndarray) -> np.ndarray:
         """The code [F, len(EXP_NAMES)] in [0, 1] of pose-free faces [F, N, 3]."""
@@ -189,6 +213,16 @@ class NamedExpression:
         """The code [len(EXP_NAMES)] of this clip's neutral face (zeros: the code is measured
         from it)."""
         return np.zeros(len(COEFFICIENTS))
+
+
+def _decoupled(raw: dict[str, np.ndarray], slope: dict[str, float], gap_rest: float
+               ) -> dict[str, np.ndarray]:
+    """The measures with ``slope`` x the lip gap's opening from rest taken off."""
+    out = dict(raw)
+    opening = raw["lip_gap"] - gap_rest
+    for k, s in slope.items():
+        out[k] = raw[k] - s * opening
+    return out
 
 
 def _with_derived(raw: dict[str, np.ndarray], neutral: dict[str, float]

@@ -132,3 +132,26 @@ def test_names_are_unique_and_every_coefficient_has_a_measure():
     assert all(c.measure in measures and c.scale > 0 for c in ne.COEFFICIENTS)
     with pytest.raises(ValueError, match="faces"):
         ne.NamedExpression.fit(face[None, :100])
+
+
+def test_the_lips_following_the_jaw_are_not_a_frown():
+    """On real faces the mouth corners and the lips' sides come down with the jaw (about 0.4
+    of the lips' gap): an open mouth is jawOpen, not a frown; a smile apart from the jaw
+    still reads as a smile."""
+    face = _face()
+    units = ne.face_units(face)
+    n = 80
+    clip = np.repeat(face[None], n, axis=0)
+    rng = np.random.default_rng(5)
+    opening = np.clip(rng.uniform(-0.1, 0.4, n), 0, None)  # face heights
+    smile = np.zeros(n)
+    smile[::10] = 0.075  # half a smile in every tenth frame
+    clip[:, 14, 1] -= opening * units.y
+    for k in (61, 291):
+        clip[:, k, 1] += (-0.4 * opening + smile) * units.y
+    code = ne.NamedExpression.fit(clip).encode(clip)
+    col = {name: code[:, k] for k, name in enumerate(ne.EXP_NAMES)}
+    np.testing.assert_allclose(col["jawOpen"], opening / 0.45, atol=1e-6)
+    assert col["mouthFrownLeft"].max() < 0.05 and col["mouthFrownRight"].max() < 0.05
+    np.testing.assert_allclose(col["mouthSmileLeft"][::10], 0.5, atol=0.06)
+    assert np.delete(col["mouthSmileLeft"], np.s_[::10]).max() < 0.06

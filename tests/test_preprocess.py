@@ -165,7 +165,7 @@ def test_expressions_follow_the_face_not_the_head_pose(mediapipe, tmp_path, mode
     vectors must move much more with the jaw than with the pose. The named code's
     coefficients each have their own scale, and the landmark tracker's slide with the pose
     shows in the small ones (docs/reenactment.md): there the jaw's coefficient must move far
-    more with the jaw than with the pose, and the whole vector twice as much."""
+    more with the jaw than with the pose, and the typical coefficient little with the pose."""
     world = build_world(RES, seed=0)
     frames = tmp_path / "frames"
     frames.mkdir()
@@ -193,9 +193,10 @@ def test_expressions_follow_the_face_not_the_head_pose(mediapipe, tmp_path, mode
         assert by_jaw >= 2.5 * by_pose
     else:
         jaw = exp[:, EXP_NAMES.index("jawOpen")]
+        typical = float(np.median(np.ptp(exp[:n], axis=0)))
         print(f"jawOpen: range {np.ptp(jaw[n:]):.3f} with the jaw, {np.ptp(jaw[:n]):.3f} with "
-              "the pose")
-        assert by_jaw >= 2 * by_pose and np.ptp(jaw[n:]) >= 3 * np.ptp(jaw[:n])
+              f"the pose; the median coefficient's range with the pose {typical:.3f}")
+        assert np.ptp(jaw[n:]) >= 3 * np.ptp(jaw[:n]) and typical <= 0.3
 
 
 def test_masks_and_parsing_match_the_truth(synthetic):
