@@ -68,7 +68,7 @@ class Coefficient:
 # named lid_ratio_* (eyelid gap as a fraction of its neutral gap, less one), iris_x_* (the
 # iris's offset from the eye's centre in eye widths) or funnel (already in weights).
 COEFFICIENTS = (
-    Coefficient("jawOpen", "lip_gap", +1, 0.45),
+    Coefficient("jawOpen", "lip_gap", +1, 0.6),
     Coefficient("mouthLeft", "mouth_x", +1, 0.12),
     Coefficient("mouthRight", "mouth_x", -1, 0.12),
     Coefficient("mouthSmileLeft", "corner_y_left", +1, 0.15),

@@ -57,8 +57,8 @@ def test_each_motion_moves_its_coefficient_by_its_scale(stretch):
             f[int(key[1:]), :2] += (dx * sx, dy * sy)
         return f
 
-    # the lower inner lip down by 0.225 face heights: half of jawOpen's scale (0.45)
-    code = _code(clip, moved(p14=(0, -0.225)))
+    # the lower inner lip down by half of jawOpen's scale
+    code = _code(clip, moved(p14=(0, -0.5 * SCALE["jawOpen"])))
     assert code["jawOpen"] == pytest.approx(0.5, abs=0.01)
     # the subject's left mouth corner up by 0.15: mouthSmileLeft 1, the right one untouched
     code = _code(clip, moved(p291=(0, 0.15)))
@@ -118,7 +118,7 @@ def test_the_neutral_face_is_found_from_a_talking_clip():
     model = ne.NamedExpression.fit(clip)
     code = model.encode(clip)
     jaw = code[:, ne.EXP_NAMES.index("jawOpen")]
-    np.testing.assert_allclose(jaw, np.clip(opening / 0.45, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(jaw, np.clip(opening / SCALE["jawOpen"], 0, 1), atol=1e-6)
     blink = code[:, ne.EXP_NAMES.index("eyeBlinkRight")]
     assert blink[5:8].min() == 1.0 and blink[8:].max() == 0.0
     assert model.neutral_code().shape == (len(ne.EXP_NAMES),)
@@ -151,7 +151,7 @@ def test_the_lips_following_the_jaw_are_not_a_frown():
         clip[:, k, 1] += (-0.4 * opening + smile) * units.y
     code = ne.NamedExpression.fit(clip).encode(clip)
     col = {name: code[:, k] for k, name in enumerate(ne.EXP_NAMES)}
-    np.testing.assert_allclose(col["jawOpen"], opening / 0.45, atol=1e-6)
+    np.testing.assert_allclose(col["jawOpen"], opening / SCALE["jawOpen"], atol=1e-6)
     assert col["mouthFrownLeft"].max() < 0.05 and col["mouthFrownRight"].max() < 0.05
     np.testing.assert_allclose(col["mouthSmileLeft"][::10], 0.5, atol=0.06)
     assert np.delete(col["mouthSmileLeft"], np.s_[::10]).max() < 0.06
