@@ -26,6 +26,7 @@ from scene import Scene
 from scene.render_sets import (
     NOVEL_VIEW_RANGE,
     driving_cameras,
+    plan_driving,
     render_cameras,
     render_novel_ground_truth,
     render_novel_view,
@@ -66,11 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "that the video never filmed, e.g. 45")
     r.add_argument("--driving", default=None,
                    help="cross-reenactment: take expressions frame by frame from another "
-                        "dataset's transforms.json (or its folder)")
-    r.add_argument("--driving_pose", help="with --driving, also take the head poses from the "
-                   "driving data (default: the test frames' poses, cycled)", **flag)
+                        "dataset's transforms.json (or its folder). In the named space of "
+                        "tools/preprocess.py (exp_names) they are retargeted: the avatar's "
+                        "neutral code + gain x the driver's change from its own neutral")
+    r.add_argument("--driving_pose", help="with --driving, also take the head motion from the "
+                   "driving data: its change from its mean pose, put on the avatar's mean pose "
+                   "(default: the avatar's test frames' poses, cycled)", **flag)
+    r.add_argument("--driving_gain", default=None, metavar="G|NAME=G,...",
+                   help="with --driving in a named space: gain on the driver's expression "
+                        "change, one for all coefficients (e.g. 1.2) or per coefficient "
+                        "(e.g. jawOpen=1.2,eyeBlinkLeft=1.0; the others 1)")
     r.add_argument("--max_frames", type=int, default=None,
-                   help="render at most the first N frames of each set (quick previews)")
+                   help="render at most the first N frames of each set, the driving frames "
+                        "included (quick previews)")
     r.add_argument("--fps", type=float, default=25.0, help="frame rate of the videos")
     r.add_argument("--no_video", help="write PNGs only", **flag)
     r.add_argument("--quiet", help="no progress bars", **flag)
@@ -124,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         raise DatasetError(f"{v['source_path']} has expressions of {scene.exp_dim} values but "
                            f"the model expects {model.cfg.exp_dim}. Fix: pass -s with the "
                            "dataset the model was trained on.")
+    if (v["driving_pose"] or v["driving_gain"]) and not v["driving"]:
+        raise OptionError("--driving_pose and --driving_gain need --driving.")
+    if v["max_frames"] is not None and v["max_frames"] < 1:
+        raise OptionError(f"--max_frames must be at least 1, got {v['max_frames']}.")
+    # checked before anything is written
+    driving = (plan_driving(v["driving"], scene.info, model.cfg.exp_dim, v["driving_pose"],
+                            v["driving_gain"], v["max_frames"]) if v["driving"] else None)
     out_root = _output_root(v)
     note = " (original release: its own math)" if is_release_run(v["model_path"]) else ""
     print(f"Rendering {v['model_path']} iteration {it}{note}, {model.num_gaussians} Gaussians, "
@@ -160,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         d = render_novel_ground_truth(model, scene, out_root, it, backend, device, **common)
         if d is not None:
             print(f"novel views with ground truth (the dataset's novel/): {d}")
-    if v["driving"]:
-        cams = driving_cameras(v["driving"], model, scene, v["driving_pose"])
-        src = Path(v["driving"]).resolve()
-        name = "driving_" + (src.parent.name if src.is_file() else src.name)
+    if driving is not None:
+        cams = driving_cameras(driving, scene)
+        name = "driving_" + driving.path.resolve().parent.name
         name += "_pose" if v["driving_pose"] else ""
+        if driving.retargeted:
+            print(f"driving: named expressions retargeted from {driving.path}")
         d = render_cameras(model, cams, out_root / name / f"ours_{it}", name, bg, backend,
                            device, None, deform=model.deforms_at(it), **common)
         print(f"driving: {len(cams)} frames in {d}")

@@ -1,5 +1,6 @@
 """A live web viewer of a trained avatar (ours or the original release's): orbit and zoom,
-a timeline over the dataset's frames, sliders for the main axes of the expressions, the body,
+a timeline over the dataset's frames, expression sliders (the named coefficients of a dataset
+in a named space: jaw open, smile left, ...; else the main axes of its expressions), the body,
 snapshots, and export of the frame's Gaussians as .ply and .splat.
 
     python viewer.py -m output/<id> [--port 8080]     # then open the printed address
@@ -19,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from arguments import str2bool
-from scene.dataset_readers import read_driving
 from scene.export import check_expression_size, read_run_dataset, run_options
 from scene.live_view import (
     LiveAvatar,
@@ -29,6 +29,7 @@ from scene.live_view import (
     view_intrinsics,
     viser_to_c2w_gl,
 )
+from scene.render_sets import plan_driving
 from scene.run_folder import is_release_run, load_model
 from utils.cli import make_parser
 from utils.errors import OptionError, run_cli
@@ -197,13 +198,10 @@ class Viewer:
             self.play_button.on_click(self._on_play)
         with gui.add_folder("Expression"):
             self.sliders = []
-            for i in range(a.space.k):
+            for i, (label, hint) in enumerate(zip(a.space.labels, a.space.hints)):
                 lo, hi = float(a.space.low[i]), float(a.space.high[i])
-                s = gui.add_slider(f"Axis {i + 1} ({a.space.explained[i]:.0%})", lo, hi,
-                                   (hi - lo) / 200 if hi > lo else 1.0,
-                                   float(np.clip(a.coeffs[i], lo, hi)),
-                                   hint="coordinate along the expressions' main axis "
-                                        f"{i + 1} (range: 2nd to 98th percentile of the data)")
+                s = gui.add_slider(label, lo, hi, (hi - lo) / 200 if hi > lo else 1.0,
+                                   float(np.clip(a.coeffs[i], lo, hi)), hint=hint)
                 s.on_update(lambda e, i=i: self._on_axis(i, e.target.value))
                 self.sliders.append(s)
             gui.add_button("Neutral").on_click(lambda e: self._expression(a.neutral))
@@ -337,7 +335,10 @@ def start(argv: list[str] | None = None) -> Viewer:
     model.eval()
     info = read_run_dataset(args.model_path, **split)
     check_expression_size(model, info)
-    driving = read_driving(args.driving) if args.driving else None
+    driving = None
+    if args.driving:  # retargeted in a named space (as render.py --driving)
+        plan = plan_driving(args.driving, info, model.cfg.exp_dim, use_pose=False)
+        driving = list(zip(plan.c2w, plan.exps))
     sets = dataset_sets(info, driving, args.driving or "")
     avatar = LiveAvatar(model, it, info, ex.backend, sets,
                         background=(1.0, 1.0, 1.0) if white else (0.0, 0.0, 0.0))

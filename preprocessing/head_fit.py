@@ -12,11 +12,13 @@ from preprocessing import geometry as geo
 from preprocessing.expression import fit_basis
 from preprocessing.frame_selection import Crop, segments
 from preprocessing.geometry import FaceLayout
+from preprocessing.named_expression import EXP_NAMES, EXP_SPACE, NamedExpression
 from preprocessing.options import PreprocessOptions
 from preprocessing.tracking import Tracked
 
 DEFAULT_FOV_DEG = 40.0  # across the longer side of the source frame, when focal is unknown
 FOCAL_SAMPLES = 120  # most frames used to estimate the focal length and the rigid model
+NAMED_SMOOTH = 5  # window (frames) of the landmark smoothing before the named code
 
 
 @dataclass
@@ -30,6 +32,8 @@ class HeadFit:
     kept: np.ndarray  # [K] source frame indices
     c2w: np.ndarray  # [K, 4, 4] camera-to-head, OpenGL axes (smoothed)
     exp: np.ndarray  # [K, E]
+    exp_space: dict  # transforms.json keys naming the space (empty for the per-clip PCA)
+    exp_info: dict  # for the report: how the code was made
     fit_error: np.ndarray  # [K] RMS reprojection error of the rigid model, pixels
     segments: list[slice]
     face: np.ndarray  # [N, 3] the mean face triangulated from the landmarks, head frame
@@ -68,9 +72,31 @@ def fit_head(tracked: Tracked, crop: Crop, lm: np.ndarray, fh: float, layout: Fa
     # against each frame's own (unsmoothed) pose so that pose jitter does not leak in.
     rest = geo.triangulate(lm[kept][:, :, :2], rot, trans, k_mat)  # [N, 3] mean face
     faces = rest + geo.image_residuals(lm[kept][:, :, :2], rest, rot, trans, k_mat)
-    exp = fit_basis(faces, opts.exp_dim).encode(faces)
+    exp, space, exp_info = _expressions(faces, segs, opts)
     return HeadFit(focal=float(focal), focal_info=info, cx=float(cx), cy=float(cy), kept=kept,
-                   c2w=c2w, exp=exp, fit_error=rms, segments=segs, face=rest)
+                   c2w=c2w, exp=exp, exp_space=space, exp_info=exp_info, fit_error=rms,
+                   segments=segs, face=rest)
+
+
+def _expressions(faces: np.ndarray, segs: list[slice], opts: PreprocessOptions
+                 ) -> tuple[np.ndarray, dict, dict]:
+    """Expression vectors [K, E] of pose-free faces [K, N, 3] (runs of consecutive frames
+    ``segs``), the transforms.json keys that identify their space, and a description for the
+    report."""
+    if opts.expression == "pca":
+        basis = fit_basis(faces, opts.exp_dim)
+        return basis.encode(faces), {}, {"mode": "pca", "dim": opts.exp_dim}
+    # The landmarks' frame-to-frame jitter is smoothed first (zero-lag, within runs of
+    # consecutive frames; on synthetic heads it raised every measured correlation with the
+    # true controls by 0.01-0.03, blinks included, and cut the jitter by a third).
+    faces = geo.smooth_series(faces, segs, NAMED_SMOOTH)
+    named = NamedExpression.fit(faces)
+    space = {"exp_space": EXP_SPACE, "exp_names": list(EXP_NAMES),
+             "exp_neutral": named.neutral_code().tolist()}
+    info = {"mode": "named", "space": EXP_SPACE,
+            "face_units": {"x": named.units.x, "y": named.units.y},
+            "neutral_measures": {k: round(v, 5) for k, v in named.neutral.items()}}
+    return named.encode(faces), space, info
 
 
 def _focal(pts: np.ndarray, model: np.ndarray, tracked: Tracked, crop: Crop, cx: float,

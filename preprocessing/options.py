@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from utils.errors import OptionError
 
 OCCLUSION_MODES = ("drop", "keep")
+EXPRESSION_MODES = ("named", "pca")
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,10 @@ class PreprocessOptions:
     """Options of :func:`preprocessing.pipeline.preprocess`."""
 
     size: int = 512  # output width and height in pixels
-    exp_dim: int = 46  # length of the expression vectors
+    # "named": the person-independent named code (preprocessing.named_expression);
+    # "pca": a per-clip PCA basis of exp_dim components (preprocessing.expression)
+    expression: str = "named"
+    exp_dim: int = 46  # length of the expression vectors of "pca"
     focal: float | None = None  # focal length in source-frame pixels; None: estimate it
     crop_scale: float = 2.2  # crop side in face heights (forehead to chin)
     smooth: int = 7  # window (frames) of the zero-lag pose smoothing; < 3 turns it off
@@ -44,6 +48,9 @@ class PreprocessOptions:
              f"--jpeg_quality must be in 0..100, got {self.jpeg_quality}"),
             (0 < self.min_confidence < 1,
              f"--min_confidence must be in (0, 1), got {self.min_confidence}"),
+            (self.expression in EXPRESSION_MODES,
+             f"--expression must be one of {', '.join(EXPRESSION_MODES)}, got "
+             f"{self.expression!r}"),
             (self.occlusion in OCCLUSION_MODES,
              f"--occlusion must be one of {', '.join(OCCLUSION_MODES)}, got {self.occlusion!r}"),
             (self.occlusion_threshold > 0,

@@ -32,13 +32,13 @@ from preprocessing.frames import FrameSource
 from preprocessing.head_fit import fit_head
 from preprocessing.landmarks import HAND_POINTS
 from preprocessing.occlusion import mark_occluded
-from preprocessing.options import OCCLUSION_MODES, PreprocessOptions
+from preprocessing.options import EXPRESSION_MODES, OCCLUSION_MODES, PreprocessOptions
 from preprocessing.report import GENERATOR, REPORT_NAME, build_report, summary
 from preprocessing.tracking import track
 from utils.errors import OptionError
 
-__all__ = ["GENERATOR", "OCCLUSION_MODES", "REPORT_NAME", "PreprocessOptions", "check_output",
-           "preprocess", "summary"]
+__all__ = ["EXPRESSION_MODES", "GENERATOR", "OCCLUSION_MODES", "REPORT_NAME",
+           "PreprocessOptions", "check_output", "preprocess", "summary"]
 
 
 def check_output(out: Path) -> None:
@@ -123,7 +123,7 @@ def preprocess(input_path: str | os.PathLike, out_dir: str | os.PathLike,
         number_frames(tmp, usable, fit.kept)
         transforms = {
             "h": opts.size, "w": opts.size, "fx": fit.focal, "fy": fit.focal,
-            "cx": fit.cx, "cy": fit.cy,
+            "cx": fit.cx, "cy": fit.cy, **fit.exp_space,
             "frames": [{"img_id": j, "aud_id": int(i), "transform_matrix": fit.c2w[j].tolist(),
                         "exp_ori": fit.exp[j].round(6).tolist()}
                        for j, i in enumerate(fit.kept)],

@@ -51,6 +51,7 @@ def build_report(source: FrameSource, opts: PreprocessOptions, tracked: Tracked,
         "focal": {"pixels": fit.focal, "source_pixels": fit.focal / crop.scale,
                   **fit.focal_info},
         "segments": len(fit.segments),
+        "expression": fit.exp_info,
         "tracking": {
             "fit_error_px": _stats(fit.fit_error),
             "fit_error_face_heights": _stats(rel),

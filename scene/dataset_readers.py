@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scene.expression_meta import UNNAMED, ExpressionMeta, parse_expression_meta
 from utils.errors import DatasetError, OptionError, first_few
 from utils.ply_io import read_points
 
@@ -90,6 +91,7 @@ class DatasetInfo:
     points3d_path: Path | None
     notes: list[str] = field(default_factory=list)
     face_mesh: np.ndarray | None = None  # [N, 3] the clip's mean face in the head frame
+    expression: ExpressionMeta = UNNAMED  # the space of exp_ori (named or not)
 
     @property
     def train_frames(self) -> list[FrameInfo]:
@@ -330,6 +332,7 @@ def read_dataset(
         train_ids=train_ids, test_ids=test_ids, exp_dim=exp_lens[0], mask_offset=mask_offset,
         only_head=only_head, points3d_path=ply if ply.is_file() else None, notes=notes,
         face_mesh=_face_mesh(meta, tpath),
+        expression=parse_expression_meta(meta, tpath, exp_lens[0]),
     )
 
 
@@ -355,6 +358,12 @@ def read_driving(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
     ``path`` is a transforms.json or a folder holding one; only ``frames[*].exp_ori`` and
     ``frames[*].transform_matrix`` are read (no images). Returns (c2w [4, 4], exp [E]) pairs.
     """
+    return read_driving_set(path)[1]
+
+
+def read_driving_set(path: str | Path
+                     ) -> tuple[Path, list[tuple[np.ndarray, np.ndarray]], ExpressionMeta]:
+    """:func:`read_driving` with the transforms.json's path and its expression space."""
     path = Path(path)
     tpath = path / "transforms.json" if path.is_dir() else path
     if not tpath.is_file():
@@ -368,7 +377,8 @@ def read_driving(path: str | Path) -> list[tuple[np.ndarray, np.ndarray]]:
     lens = {len(p[2]) for p in parsed}
     if len(lens) > 1:
         raise DatasetError(f"{tpath}: 'exp_ori' lengths differ between frames ({sorted(lens)}).")
-    return [(c2w, exp) for _, c2w, exp in parsed]
+    expression = parse_expression_meta(meta, tpath, lens.pop())
+    return tpath, [(c2w, exp) for _, c2w, exp in parsed], expression
 
 
 def _target_size(w: int, h: int, resolution: int) -> tuple[int, int]:

@@ -25,7 +25,7 @@ from scene.export import GaussianArrays, frame_gaussians, mean_pose, write_ply, 
 from scene.gaussian_model import FrameGaussians, GaussianHead
 from scene.rendering import colour_viewpoint, render_view
 from utils.errors import DatasetError
-from utils.expression_space import ExpressionSpace
+from utils.expression_space import slider_space
 from utils.graphics_utils import GL_TO_CV
 from utils.io_utils import to_uint8, write_png
 
@@ -131,7 +131,8 @@ class LiveAvatar:
         self.device = model.xyz.device
         self.deform = model.deforms_at(iteration)
         self.sets = sets
-        self.space = ExpressionSpace.fit(np.stack(sets["train"].exps))
+        named = info.expression
+        self.space = slider_space(np.stack(sets["train"].exps), named.names, named.neutral)
         train_c2w = sets["train"].captures
         self.mean_camera = mean_pose(train_c2w)
         intr = info.intrinsics
@@ -169,16 +170,15 @@ class LiveAvatar:
             self.coeffs[i] = float(value)
 
     def neutral(self) -> None:
-        """The mean expression (every coordinate 0, no residual)."""
+        """The neutral expression: the data's mean (PCA axes) or the neutral code (named)."""
         with self.lock:
-            self.coeffs = np.zeros(self.space.k)
-            self.residual = np.zeros(self.space.dim)
+            self.coeffs, self.residual = self.space.neutral_state()
 
     def randomize(self, rng: np.random.Generator) -> None:
-        """A random plausible expression (:meth:`ExpressionSpace.sample`, no residual)."""
+        """A random plausible expression (the space's ``sample``, the rest neutral)."""
         with self.lock:
             self.coeffs = self.space.sample(rng)
-            self.residual = np.zeros(self.space.dim)
+            self.residual = self.space.neutral_state()[1]
 
     @property
     def expression(self) -> np.ndarray:

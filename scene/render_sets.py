@@ -3,6 +3,7 @@ orbit and cross-reenactment, as PNGs and videos, written on a background thread.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,14 @@ from tqdm import tqdm
 
 from scene import Scene
 from scene.cameras import Camera, orbit_cameras
-from scene.dataset_readers import read_driving
+from scene.dataset_readers import DatasetInfo, read_driving_set
+from scene.expression_meta import check_mixable
 from scene.gaussian_model import GaussianHead
 from scene.novel_views import read_novel_views
 from scene.rendering import RenderNetworks, colour_viewpoint, render_view
-from utils.errors import DatasetError
+from utils.errors import DatasetError, OptionError
 from utils.io_utils import VideoWriter, atomic_write_json, to_uint8, write_png
+from utils.retarget import mean_pose, parse_gains, retarget_codes, retarget_poses
 
 # half-width in degrees of render.py's --novel_view orbit (the original code's: 15)
 NOVEL_VIEW_RANGE = 20.0
@@ -171,17 +174,58 @@ def render_novel_ground_truth(model: GaussianHead, scene: Scene, out_root: Path,
                           frames_info=novel.frames_info)
 
 
-def driving_cameras(path: str, model: GaussianHead, scene: Scene, use_pose: bool
-                    ) -> list[Camera]:
-    frames = read_driving(path)
-    exp_dim = model.cfg.exp_dim
+@dataclass
+class Driving:
+    """What drives the avatar: one pose (camera-to-head, OpenGL axes) and expression per frame,
+    and where they come from."""
+
+    path: Path  # the driver's transforms.json
+    c2w: list[np.ndarray]  # [4, 4] each
+    exps: np.ndarray  # [F, E] float32
+    retargeted: bool  # named codes moved from the driver's neutral onto the avatar's
+
+
+def plan_driving(path: str | Path, info: DatasetInfo, exp_dim: int, use_pose: bool,
+                 gains: str | None = None, max_frames: int | None = None) -> Driving:
+    """The driving frames for an avatar trained on ``info`` with expressions of ``exp_dim``
+    values: the first ``max_frames`` (all by default) of the driver's. In a shared named space
+    the codes are retargeted (utils/retarget.py, ``gains``: "1.2" or "jawOpen=1.2,..."); unnamed
+    expressions of the same length are taken as they are. Poses: the driver's change from its
+    mean pose put on the avatar's mean pose (``use_pose``), else the avatar's test frames'
+    (train frames' without a test set), cycled. Raises DatasetError / OptionError for data
+    that cannot drive the avatar."""
+    tpath, frames, driver = read_driving_set(path)
+    avatar = info.expression
+    check_mixable(avatar, info.root / "transforms.json", info.exp_dim, driver, tpath,
+                  len(frames[0][1]))
     if len(frames[0][1]) != exp_dim:
         raise DatasetError(f"--driving {path}: its expressions have {len(frames[0][1])} values "
                            f"but the model was trained with {exp_dim}. Fix: drive it with data "
                            "tracked by the same expression model (same exp_ori length).")
-    poses = scene.test_cameras or scene.train_cameras
-    cams = []
-    for k, (c2w, exp) in enumerate(frames):
-        pose = c2w if use_pose else poses[k % len(poses)].c2w_gl
-        cams.append(Camera(intr=scene.info.intrinsics, c2w_gl=pose, exp=torch.from_numpy(exp)))
-    return cams
+    exps = np.stack([e for _, e in frames]).astype(np.float32)
+    if avatar.named:
+        try:
+            gain = parse_gains(gains, avatar.names)
+        except ValueError as err:
+            raise OptionError(f"--driving_gain: {err}.") from None
+        exps = retarget_codes(exps, driver.neutral, avatar.neutral, gain)
+    elif gains not in (None, ""):
+        raise OptionError(f"--driving_gain needs named expressions (exp_names), which "
+                          f"{info.root / 'transforms.json'} has not. Fix: drop --driving_gain, "
+                          "or preprocess the videos with --expression named.")
+    n = len(frames) if max_frames is None else min(max_frames, len(frames))
+    if use_pose:
+        c2w = np.stack([c for c, _ in frames])
+        avatar_mean = mean_pose(np.stack([f.c2w for f in info.frames]))
+        poses = list(retarget_poses(c2w, mean_pose(c2w), avatar_mean)[:n])
+    else:
+        own = info.test_frames or info.train_frames
+        poses = [own[k % len(own)].c2w for k in range(n)]
+    return Driving(path=tpath, c2w=poses, exps=exps[:n], retargeted=avatar.named)
+
+
+def driving_cameras(driving: Driving, scene: Scene) -> list[Camera]:
+    """Cameras of the driving frames at the avatar's intrinsics (the body placed by each
+    frame's own pose, as in training)."""
+    return [Camera(intr=scene.info.intrinsics, c2w_gl=c2w, exp=torch.from_numpy(exp))
+            for c2w, exp in zip(driving.c2w, driving.exps)]

@@ -164,7 +164,19 @@ def test_cross_reenactment(run, tmp_path):
     assert len(list((d / "renders").glob("*.png"))) == 5 and (d / "driving_other.mp4").is_file()
     _render(["-m", str(out), "-o", str(tmp_path / "r2"), "--skip_train", "--skip_test",
              "--driving", str(other / "transforms.json"), "--driving_pose", "--quiet",
-             "--device", "cpu", "--no_video"])
+             "--device", "cpu", "--no_video", "--max_frames", "3"])
+    d = tmp_path / "r2" / "driving_other_pose" / f"ours_{ITERS}"
+    assert len(list((d / "renders").glob("*.png"))) == 3  # --max_frames limits them too
+    # named expressions cannot drive an avatar of unnamed ones: said before anything is written
+    named = tmp_path / "named"
+    shutil.copytree(other, named)
+    meta = json.loads((named / "transforms.json").read_text())
+    meta["exp_names"] = [f"c{k}" for k in range(len(meta["frames"][0]["exp_ori"]))]
+    (named / "transforms.json").write_text(json.dumps(meta))
+    r = subprocess.run([sys.executable, "render.py", "-m", str(out), "-o", str(tmp_path / "r4"),
+                        "--driving", str(named)], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "one is named, the other is not" in r.stderr
+    assert "Fix:" in r.stderr and not (tmp_path / "r4").exists()
     # a driving expression of another length is a clear error
     bad = make_synthetic(tmp_path / "bad", frames=3, res=32, seed=2, exp_dim=10)
     r = subprocess.run([sys.executable, "render.py", "-m", str(out), "-o", str(tmp_path / "r3"),

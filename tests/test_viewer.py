@@ -23,7 +23,7 @@ from scene.live_view import fit_size, look_at_of, view_intrinsics, viser_to_c2w_
 from tests.helpers import look_at_c2w
 from tools.make_synthetic import make_synthetic
 from utils.errors import CheckpointError, DatasetError
-from utils.expression_space import ExpressionSpace
+from utils.expression_space import ExpressionSpace, NamedSpace, slider_space
 from utils.graphics_utils import GL_TO_CV
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +98,38 @@ def test_render_sizes():
 # the expression sliders
 
 
+def test_named_sliders_are_the_named_coefficients():
+    """A dataset in a named space: one slider per coefficient that moves in the data, named
+    in words, from 0 to 1, the slider's value the coefficient's weight; Neutral is the neutral
+    code; the coefficients without a slider are kept as they are."""
+    names = ["jawOpen", "mouthLeft", "mouthSmileLeft", "eyeBlinkRight", "browInnerUp",
+             "cheekPuff"]
+    rng = np.random.default_rng(0)
+    exps = rng.uniform(0, 1, (50, 6))
+    exps[:, 5] = 0.0  # cheekPuff never moves: no slider
+    neutral = np.array([0.0, 0.0, 0.1, 0.0, 0.0, 0.0])
+    space = slider_space(exps, names, neutral)
+    assert isinstance(space, NamedSpace) and space.k == 5 and space.dim == 6
+    assert space.labels == ["jaw open", "mouth left", "smile left", "blink right",
+                            "brow inner up"]
+    assert all(n in h for n, h in zip(names, space.hints))
+    np.testing.assert_array_equal(space.low, 0.0)
+    np.testing.assert_array_equal(space.high, 1.0)
+    e = exps[3].copy()
+    e[5] = 0.4  # a value outside the sliders stays in the residual
+    c = space.project(e)
+    np.testing.assert_allclose(c, e[:5])
+    np.testing.assert_allclose(space.expression(c, space.residual(e)), e, atol=1e-6)
+    c[0] = 0.9  # the jaw slider moves jawOpen only
+    moved = space.expression(c, space.residual(e))
+    np.testing.assert_allclose(moved - e, [0.9 - e[0], 0, 0, 0, 0, 0], atol=1e-6)
+    coeffs, residual = space.neutral_state()
+    np.testing.assert_allclose(space.expression(coeffs, residual), neutral, atol=1e-7)
+    sample = space.sample(rng)
+    assert sample.shape == (5,) and (sample >= 0).all() and (sample <= 1).all()
+    assert isinstance(slider_space(exps), ExpressionSpace)  # no names: the PCA's axes
+
+
 def test_sliders_map_to_expressions_through_the_data_pca():
     rng = np.random.default_rng(0)
     # 200 expressions of 12 values that vary mostly along 3 directions
@@ -169,7 +201,8 @@ def test_the_command_line(run, tmp_path, capsys):
     bad = tmp_path / "driving.json"
     bad.write_text('{"frames": [{"img_id": 0, "transform_matrix": '
                    '[[1,0,0,0],[0,1,0,0],[0,0,1,0.5],[0,0,0,1]], "exp_ori": [0.1, 0.2]}]}')
-    with pytest.raises(DatasetError, match="--driving .* 2 values but the model's have 46"):
+    with pytest.raises(DatasetError, match="--driving .* its expressions have 2 values, the "
+                                           "avatar's 46"):
         viewer.start(["-m", str(out), "--driving", str(bad), "--device", "cpu"])
     # a port in use: the next free one, said so
     with socket.socket() as taken:

@@ -32,10 +32,19 @@ Output layout (``OUT/``)::
                              seed, version)
     video.mp4                only with --video
 
+People and reenactment: ``--identity I`` draws the person (colours, and the face's shape: head
+width, height and depth, jaw width, eye spacing, mouth width) from its own seed, apart from the
+motion of ``--seed``; without it the colours come from ``--seed`` and the head has the base
+shape of earlier versions. ``--driver_seed B`` renders the person performing seed B's
+expressions and head motion, that motion about its mean pose put on the mean pose of
+``--seed``'s own sequence of ``--pose_mean_frames`` frames: the ground truth of
+``render.py --driving --driving_pose`` (bench/reenactment.py).
+
 Usage::
 
     python tools/make_synthetic.py OUT --frames 30 --res 64 --seed 0 [--video]
         [--novel_yaws 15,-15,30,-30] [--novel_last 100] [--novel_every 4]
+        [--identity I] [--driver_seed B --pose_mean_frames N]
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.cli import make_parser  # noqa: E402
 from utils.io_utils import atomic_write_bytes, write_image  # noqa: E402
 from utils.regions import REGION_BITS, encode_regions, parsing_image  # noqa: E402
+from utils.retarget import mean_pose, retarget_poses  # noqa: E402
 
 GENERATOR = "gaussianhead-open tools/make_synthetic.py"
 VERSION = 1
@@ -119,6 +129,33 @@ class Appearance:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """The face's shape: the head's scale along its x (width), y (height) and z (depth) axes
+    (every head part and facial feature with it), the jaw's width and the eyes' spacing and
+    the mouth's width relative to the face. :data:`BASE_IDENTITY` is the head of earlier
+    versions; :func:`make_identity` draws others."""
+
+    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    jaw_width: float = 1.0
+    eye_spacing: float = 1.0
+    mouth_width: float = 1.0
+
+
+BASE_IDENTITY = Identity()
+
+
+def make_identity(seed: int) -> Identity:
+    """A face shape drawn from ``seed`` (its own random stream): width 0.88-1.12, height
+    0.9-1.1, depth 0.94-1.06 of the base head; jaw width 0.85-1.15; eye spacing 0.9-1.1;
+    mouth width 0.85-1.15."""
+    rng = _rng(seed, 4)
+    scale = (rng.uniform(0.88, 1.12), rng.uniform(0.9, 1.1), rng.uniform(0.94, 1.06))
+    return Identity(scale=tuple(float(v) for v in scale), jaw_width=float(rng.uniform(0.85, 1.15)),
+                    eye_spacing=float(rng.uniform(0.9, 1.1)),
+                    mouth_width=float(rng.uniform(0.85, 1.15)))
+
+
+@dataclass(frozen=True)
 class SyntheticWorld:
     """Everything fixed for one camera: intrinsics, camera, ray directions and the static layer.
 
@@ -138,6 +175,7 @@ class SyntheticWorld:
     static_rgb: np.ndarray
     static_t: np.ndarray
     static_label: np.ndarray
+    identity: Identity = BASE_IDENTITY
 
 
 class Frame(NamedTuple):
@@ -358,22 +396,29 @@ def _camera_c2w() -> np.ndarray:
     return c2w
 
 
-def build_world(res: int, seed: int, principal_offset: Sequence[float] = (0.0, 0.0)
-                ) -> SyntheticWorld:
-    """Set up intrinsics, rays and the static layer (background, torso) for one dataset."""
+def build_world(res: int, seed: int, principal_offset: Sequence[float] = (0.0, 0.0),
+                identity: int | None = None) -> SyntheticWorld:
+    """Set up intrinsics, rays and the static layer (background, torso) for one dataset.
+
+    The person's colours come from ``seed``, and the face has the base shape, unless
+    ``identity`` is given: then colours and face shape (:func:`make_identity`) both come from
+    it (the same identity with any ``seed``'s motion is the same person)."""
     fx = FOCAL_SCALE * res
     intr = (fx, fx, res / 2 + float(principal_offset[0]), res / 2 + float(principal_offset[1]))
-    return _look(res, intr, _make_appearance(_rng(seed, 0)), _camera_c2w())
+    if identity is None:
+        return _look(res, intr, _make_appearance(_rng(seed, 0)), _camera_c2w())
+    return _look(res, intr, _make_appearance(_rng(identity, 0)), _camera_c2w(),
+                 make_identity(identity))
 
 
 def with_camera(world: SyntheticWorld, cam_c2w: np.ndarray) -> SyntheticWorld:
     """The same world (appearance, intrinsics) seen from another camera-to-world (4, 4)."""
     intr = (world.fx, world.fy, world.cx, world.cy)
-    return _look(world.res, intr, world.appearance, np.asarray(cam_c2w, float))
+    return _look(world.res, intr, world.appearance, np.asarray(cam_c2w, float), world.identity)
 
 
 def _look(res: int, intr: tuple[float, float, float, float], app: Appearance,
-          cam: np.ndarray) -> SyntheticWorld:
+          cam: np.ndarray, identity: Identity = BASE_IDENTITY) -> SyntheticWorld:
     """Rays and static layer of the camera cam (4, 4) camera-to-world, OpenGL axes."""
     fx, fy, cx, cy = intr
     s = res * SS
@@ -402,6 +447,7 @@ def _look(res: int, intr: tuple[float, float, float, float], app: Appearance,
         static_rgb=col.reshape(s, s, 3).astype(np.float32),
         static_t=t_torso.reshape(s, s).astype(np.float32),
         static_label=label.reshape(s, s),
+        identity=identity,
     )
 
 
@@ -457,13 +503,14 @@ def _paint(col: np.ndarray, where: np.ndarray, rgb) -> None:
     col[where] = np.asarray(rgb, col.dtype)
 
 
-def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance,
+                 ident: Identity = BASE_IDENTITY) -> tuple[np.ndarray, np.ndarray]:
     """Albedo (N, 3) of skin points p (3, N, head frame) with eyes, brows, nose and lips, and
     their region flags (N,) uint8: MOUTH_BIT on the lips and in the open mouth, EYES_BIT where
     a blink can change the colour (the open eye and its lid)."""
     jaw, smile, blink, brow, pucker, gaze_l, gaze_r = (float(c) for c in ctl)
     x, y, z = p
+    eye_x = EYE_X * ident.eye_spacing
     n = p.shape[1]
     flags = np.zeros(n, np.uint8)
     col = np.empty((n, 3), np.float32)
@@ -476,7 +523,7 @@ def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance
     shade = np.ones(n, np.float32)
     blush = np.zeros(n, np.float32)
     for s in (-1, 1):
-        shade -= 0.13 * blob(s * EYE_X, EYE_Y + 0.002, 0.022, 0.013)  # eye sockets
+        shade -= 0.13 * blob(s * eye_x, EYE_Y + 0.002, 0.022, 0.013)  # eye sockets
         blush += blob(s * 0.047, -0.025, 0.017, 0.014)
         # Nasolabial folds deepen with a smile.
         dist = (x - s * 0.017) - s * 0.45 * (-0.033 - y)
@@ -495,7 +542,7 @@ def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance
 
     # Eyes: almond openings whose upper lid closes down onto the lower lid with blink.
     for s in (-1, 1):
-        ex = s * EYE_X
+        ex = s * eye_x
         u = (x - ex) / 0.0155
         arc = np.clip(1 - u * u, 0, None)
         lower = EYE_Y - 0.0032 * arc
@@ -525,7 +572,7 @@ def _skin_albedo(p: np.ndarray, ctl: np.ndarray, app: Appearance
 
     # Mouth: the upper lip stays, the lower lip follows the jaw; the gap shows a dark interior
     # with the upper teeth.
-    half_w = 0.0235 * (1 + 0.22 * smile - 0.32 * pucker)
+    half_w = 0.0235 * ident.mouth_width * (1 + 0.22 * smile - 0.32 * pucker)
     u = x / half_w
     arc = np.sqrt(np.clip(1 - u * u, 0, None))
     centre = MOUTH_Y + 0.0065 * smile * u * u
@@ -585,11 +632,12 @@ def render_frame(
     pose = np.asarray(head_pose, float)
     s = world.res * SS
     neck_a = np.asarray(NECK_BOTTOM, float)
-    neck_b = pose[:3, :3] @ np.asarray(NECK_TOP, float) + pose[:3, 3]
+    scale = np.asarray(world.identity.scale, float)
+    neck_b = pose[:3, :3] @ (scale * NECK_TOP) + pose[:3, 3]
     # Only rays inside the projected bounds of the head and neck can hit a moving primitive.
     boxes = np.array(
         [
-            _sphere_box(world, pose[:3, 3], HEAD_BOUND_RADIUS),
+            _sphere_box(world, pose[:3, 3], HEAD_BOUND_RADIUS * float(scale.max())),
             _sphere_box(world, neck_a, NECK_RADIUS),
             _sphere_box(world, neck_b, NECK_RADIUS),
         ]
@@ -646,15 +694,20 @@ def _render_dynamic(world, ctl, pose, neck_a, neck_b, d, t_static):
     is_neck = np.isfinite(t_near) & (t_near < t_static)
 
     # Head primitives are intersected in the head frame, and only for rays that enter the
-    # head's bounding ellipsoid before anything nearer.
-    o_h = rot.T @ (o - trans)
-    d_h = _apply(rot.T, d)
+    # head's bounding ellipsoid before anything nearer. The identity's scale S is undone
+    # first (points p of the base head are S p here): rays o + t d become S^-1 o + t S^-1 d,
+    # with the same depths t.
+    ident = world.identity
+    inv_scale = 1.0 / np.asarray(ident.scale, float)
+    o_h = inv_scale * (rot.T @ (o - trans))
+    d_h = _apply(np.diag(inv_scale) @ rot.T, d)
     t_bound, _ = _HEAD_BOUND.intersect(o_h, d_h, _quad_terms(d_h))
     cand = np.flatnonzero(t_bound < t_near)
     dc = d_h[:, cand]
     dd = _quad_terms(dc)
     jaw_open = float(ctl[CONTROL_NAMES.index("jaw_open")])
-    jaw = _Ellipsoid.make((JAW_C[0], JAW_C[1] - JAW_DROP * jaw_open, JAW_C[2]), JAW_R)
+    jaw = _Ellipsoid.make((JAW_C[0], JAW_C[1] - JAW_DROP * jaw_open, JAW_C[2]),
+                          (JAW_R[0] * ident.jaw_width, JAW_R[1], JAW_R[2]))
     skin_prims = [_CRANIUM, jaw, _NOSE, _NOSE_TIP, *_EARS]
     t_head = np.full(len(cand), np.inf, f32)
     which = np.full(len(cand), -1, np.int8)
@@ -695,10 +748,13 @@ def _render_dynamic(world, ctl, pose, neck_a, neck_b, d, t_static):
     w_j = np.exp(-((jaw.field(pf) / 0.6) ** 2))
     normals[:, face] = _normalize(w_c * _CRANIUM.normal(pf) + w_j * jaw.normal(pf))
     skin = which < len(skin_prims)
-    col_head[skin], flags[skin] = _skin_albedo(p_h[:, skin], ctl, app)
+    col_head[skin], flags[skin] = _skin_albedo(p_h[:, skin], ctl, app, ident)
     hair = ~skin
     normals[:, hair] = _HAIR.normal(p_h[:, hair]) * np.where(inner[hair], -1, 1).astype(f32)
     col_head[hair] = _hair_albedo(p_h[:, hair], app)
+    if ident.scale != BASE_IDENTITY.scale:
+        # normals of the scaled head: the base head's times S^-1 (S's inverse transpose)
+        normals = _normalize(_apply(np.diag(inv_scale), normals))
     col_head = _shade(col_head, _apply(rot, normals))
 
     idx_neck = np.flatnonzero(is_neck)
@@ -908,6 +964,9 @@ def make_synthetic(
     novel_yaws: Sequence[float] = NOVEL_YAWS,
     novel_last: int = 100,
     novel_every: int = 4,
+    identity: int | None = None,
+    driver_seed: int | None = None,
+    pose_mean_frames: int | None = None,
 ) -> Path:
     """Write a synthetic dataset to out_dir and return its path.
 
@@ -921,6 +980,13 @@ def make_synthetic(
     the output is byte-identical for any value.
     novel_yaws: degrees about the head's vertical axis of the novel views of every
     ``novel_every``-th of the last ``novel_last`` frames; empty for none.
+    identity: the person (colours and face shape, :func:`make_identity`); None: colours from
+    ``seed`` and the base face shape.
+    driver_seed: the ground truth of reenactment: the person of ``identity`` performs the
+    expressions and head motion of seed ``driver_seed`` (its first ``frames`` frames), the
+    motion relative to that sequence's mean pose put on the mean pose of this seed's own
+    sequence of ``pose_mean_frames`` frames (default ``frames``), as render.py --driving
+    --driving_pose retargets (utils/retarget.py).
     """
     if frames < 1 or res < 8:
         raise ValueError(f"need frames >= 1 and res >= 8, got frames={frames}, res={res}")
@@ -935,10 +1001,18 @@ def make_synthetic(
     if not all(math.isfinite(y) for y in yaws):
         raise ValueError(f"novel_yaws must be finite degrees, got {yaws}")
     out = Path(out_dir)
-    mixing, bias = make_mixing(exp_dim, seed)
-    world = build_world(res, seed, principal_offset)
-    controls, poses = make_trajectories(frames, seed)
-    c2h = np.linalg.inv(poses) @ world.cam_c2w  # camera-to-head per frame
+    mixing, bias = make_mixing(exp_dim, seed if driver_seed is None else driver_seed)
+    world = build_world(res, seed, principal_offset, identity)
+    if driver_seed is None:
+        controls, poses = make_trajectories(frames, seed)
+        c2h = np.linalg.inv(poses) @ world.cam_c2w  # camera-to-head per frame
+    else:
+        controls, driver_poses = make_trajectories(frames, driver_seed)
+        _, own = make_trajectories(pose_mean_frames or frames, seed)
+        driver_c2h = np.linalg.inv(driver_poses) @ world.cam_c2w
+        c2h = retarget_poses(driver_c2h, mean_pose(driver_c2h),
+                             mean_pose(np.linalg.inv(own) @ world.cam_c2w))
+        poses = world.cam_c2w @ np.linalg.inv(c2h)
     novel = [(i, y) for i in novel_sources(frames, novel_last, novel_every) for y in yaws]
     novel_c2h = [orbit_camera(c2h[i], poses[i], y) for i, y in novel]
     _prepare_out(out, overwrite, bool(novel))
@@ -947,6 +1021,10 @@ def make_synthetic(
         "generator": GENERATOR,
         "version": VERSION,
         "seed": seed,
+        "identity": identity,
+        "face_shape": vars(world.identity),
+        "driver_seed": driver_seed,
+        "pose_mean_frames": pose_mean_frames or frames if driver_seed is not None else None,
         "fps": FPS,
         "frames": frames,
         "res": res,
@@ -1075,7 +1153,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="output folder (created if missing)")
     parser.add_argument("--frames", type=int, default=100)
     parser.add_argument("--res", type=int, default=256, help="image width and height")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the head's motion and expressions (and its colours without "
+                             "--identity)")
+    parser.add_argument("--identity", type=int, default=None,
+                        help="the person: colours (skin, hair, eyes, shirt, background) and face "
+                             "shape (head width, height and depth, jaw width, eye spacing, "
+                             "mouth width) drawn from this seed; default: colours from --seed, "
+                             "the base face shape")
+    parser.add_argument("--driver_seed", type=int, default=None,
+                        help="ground truth of reenactment: the person performs the expressions "
+                             "and head motion of this seed, its motion about its mean pose put "
+                             "on the mean pose of --seed's sequence (as render.py --driving "
+                             "--driving_pose does)")
+    parser.add_argument("--pose_mean_frames", type=int, default=None,
+                        help="with --driver_seed: frames of --seed's sequence whose mean pose "
+                             "the motion is put on (the avatar's clip length; default --frames)")
     parser.add_argument("--video", action="store_true", help="also write video.mp4")
     parser.add_argument(
         "--mask_offset",
@@ -1138,6 +1231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             novel_yaws=args.novel_yaws,
             novel_last=args.novel_last,
             novel_every=args.novel_every,
+            identity=args.identity,
+            driver_seed=args.driver_seed,
+            pose_mean_frames=args.pose_mean_frames,
         )
     except (FileExistsError, ValueError) as err:
         print(f"make_synthetic: {err}", file=sys.stderr)

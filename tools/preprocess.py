@@ -1,6 +1,6 @@
 """Make a dataset from a talking-head video or a folder of frames, offline.
 
-    python tools/preprocess.py INPUT OUT [--size 512] [--exp_dim 46] [--focal PX] ...
+    python tools/preprocess.py INPUT OUT [--size 512] [--expression named|pca] [--focal PX] ...
 
 Writes OUT/transforms.json, ori_imgs/, mask/, parsing/, regions/ and preprocess_report.json
 in the released layout (see scene/dataset_readers.py), ready for ``train.py -s OUT``. Needs the
@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from arguments import str2bool  # noqa: E402
 from preprocessing.pipeline import (  # noqa: E402
+    EXPRESSION_MODES,
     OCCLUSION_MODES,
     PreprocessOptions,
     preprocess,
@@ -35,8 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path, help="output dataset folder: new, empty, or an earlier "
                    "output of this tool (replaced)")
     p.add_argument("--size", type=int, default=d.size, help="output image width and height")
+    p.add_argument("--expression", choices=EXPRESSION_MODES, default=d.expression,
+                   help="expression vectors (exp_ori): 'named', the person-independent code "
+                        "of named coefficients (jawOpen, eyeBlinkLeft, ...; docs/reenactment.md) "
+                        "that lets one person drive another's avatar; 'pca', the main axes of "
+                        "this clip's own landmark motion (--exp_dim of them)")
     p.add_argument("--exp_dim", type=int, default=d.exp_dim,
-                   help="length of the expression vectors (exp_ori)")
+                   help="length of the expression vectors with --expression pca")
     p.add_argument("--focal", type=float, default=None,
                    help="focal length in source-frame pixels, if known (default: estimated "
                         "from the landmarks, or a 40-degree field of view if the head turns "
@@ -73,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     opts = PreprocessOptions(
-        size=args.size, exp_dim=args.exp_dim, focal=args.focal, crop_scale=args.crop_scale,
+        size=args.size, expression=args.expression, exp_dim=args.exp_dim, focal=args.focal,
+        crop_scale=args.crop_scale,
         smooth=args.smooth, max_gap=args.max_gap, min_kept=args.min_kept,
         max_frames=args.max_frames, jpeg_quality=args.jpeg_quality,
         min_confidence=args.min_confidence, occlusion=args.occlusion,
