@@ -147,6 +147,10 @@ class ModelParams(ParamGroup):
         0.25, "with --body_shape surface: where the body's silhouette touches the frame's sides "
         "or bottom, the body continues beyond them by this fraction of the image's width and "
         "height (a turned camera sees past the frame's cut; 0 = the frame only)")
+    body_back: float = _opt(
+        0.3, "with --body_shape surface: share of the body's initial Gaussians on the back of "
+        "its volume (unseen from the capture camera, the back forms the far shoulder's outline "
+        "in a turned view; 0 = the front surface only)")
     colour_view: str = _opt(
         "capture",
         "where the colour's view direction comes from: capture (the camera that filmed the "

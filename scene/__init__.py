@@ -109,12 +109,12 @@ class Scene:
         return all(f.parsing_path is not None for f in self.info.train_frames)
 
     def body_points(self, head_xyz: np.ndarray, n: int, seed: int, shape: str = "surface",
-                    depth_ratio: float = 0.5, depth_offset: float = 0.4, margin: float = 0.0
-                    ) -> BodyStart:
+                    depth_ratio: float = 0.5, depth_offset: float = 0.4, margin: float = 0.0,
+                    back_share: float = 0.0) -> BodyStart:
         """Initial body Gaussians in the capture camera's frame, their colours and the body's
         surface (:func:`scene.initialization.body_initial_points`)."""
         masks = None if self.images.masks is None else self.images.masks.cpu().numpy()
         return body_initial_points(self.info, self.images.images.cpu().numpy(), masks,
                                    self.slots, head_xyz, n, seed, shape=shape,
                                    depth_ratio=depth_ratio, depth_offset=depth_offset,
-                                   margin=margin)
+                                   margin=margin, back_share=back_share)

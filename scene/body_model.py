@@ -14,8 +14,10 @@ head pose. Seen from one camera only, a body Gaussian's depth is not observable:
 
 - ``shape="surface"``: the Gaussians lie on a rounded surface fitted to the body's silhouette
   (:mod:`scene.body_shape`). A Gaussian's position parameter holds where it is across the view
-  (x, y at the reference depth); its depth is the surface's at that point of the image, so it
-  stays on the surface whatever training or densification does;
+  (x, y at the reference depth) and on which of the volume's two sides it lies (z: 0 the
+  front, seen by the capture camera, 1 the back, which only a turned camera sees at the
+  body's outline; clamped to [0, 1]); its depth is that side's at that point of the image, so
+  it stays on the surface whatever training or densification does;
 - ``shape="slab"`` (models written before the surface): each keeps the depth it starts at.
 
 Colours are view-independent (the DC band only).
@@ -70,8 +72,16 @@ class BodyGaussians(nn.Module):
         self.register_buffer("xy_only", torch.tensor([1.0, 1.0, 0.0]), persistent=False)
         if shape == "surface":
             self.register_buffer("surface", torch.zeros(SURFACE_GRID, SURFACE_GRID))
+            self.register_buffer("surface_back", torch.zeros(SURFACE_GRID, SURFACE_GRID))
             self.register_buffer("surface_box", torch.tensor([-1.0, 1.0, 1.0, -1.0]))
             self.register_buffer("ref_depth", torch.ones(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # models saved before the back of the surface: a front surface only
+        front, back = prefix + "surface", prefix + "surface_back"
+        if self.shape == "surface" and front in state_dict and back not in state_dict:
+            state_dict[back] = state_dict[front].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def num_gaussians(self) -> int:
@@ -94,14 +104,17 @@ class BodyGaussians(nn.Module):
     @torch.no_grad()
     def init_from_points(self, xyz: np.ndarray, rgb: np.ndarray, capture_c2w: np.ndarray,
                          length: float, opacity: float = 0.1,
-                         surface: BodySurface | None = None, ref_depth: float = 1.0) -> None:
+                         surface: BodySurface | None = None, ref_depth: float = 1.0,
+                         back: np.ndarray | None = None, back_opacity: float = 0.5) -> None:
         """Start from points [M, 3] in the capture camera's frame with colours [M, 3] in [0, 1]:
         scales from the 3 nearest neighbours, identity rotations. ``capture_c2w`` [F, 4, 4] are
         the training frames' camera-to-head matrices (their mean head pose is the pose code's
         origin) and ``length`` the pose code's unit of translation. With the surface shape,
         ``surface`` and ``ref_depth`` (the head's distance from the camera) are required: each
         point moves along its ray onto the surface, as a disc in the surface's tangent plane
-        (a third as thick as wide)."""
+        (a third as thick as wide); the points where ``back`` [M] bool is set go to the back of
+        the body's volume instead, facing away, with opacity ``back_opacity`` (no training frame
+        sees them; a turned camera sees them at the body's outline)."""
         from scipy.spatial import cKDTree
 
         xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
@@ -111,15 +124,22 @@ class BodyGaussians(nn.Module):
             if surface is None:
                 raise ValueError("a body of surface shape needs its surface")
             self.surface.copy_(torch.from_numpy(surface.depth))
+            self.surface_back.copy_(torch.from_numpy(
+                surface.depth if surface.back is None else surface.back))
             self.surface_box.copy_(torch.tensor(surface.box, dtype=torch.float32))
             self.ref_depth.fill_(float(ref_depth))
             ray = xyz[:, :2] / np.maximum(-xyz[:, 2:], 1e-9)  # normalised image coordinates
             xy = torch.tensor(ray * ref_depth, dtype=torch.float32, device=dev)
-            placed = self.on_surface(xy)
+            side = torch.zeros(n, device=dev)
+            if back is not None:
+                side = torch.tensor(np.asarray(back, dtype=np.float32).reshape(n), device=dev)
+            placed = self.on_surface(xy, side)
             xyz = placed.double().cpu().numpy()
-            rot = _quat_from_z(self.surface_normals(xy))
+            normals = self.surface_normals(xy)
+            normals[:, 2] = torch.where(side > 0.5, -normals[:, 2], normals[:, 2])
+            rot = _quat_from_z(normals)
             flat = torch.tensor([1.0, 1.0, 1.0 / 3.0], device=dev).log()
-            params = torch.cat([xy, placed[:, 2:]], dim=1)
+            params = torch.cat([xy, side[:, None]], dim=1)
         else:
             rot = torch.zeros(n, 4, device=dev)
             rot[:, 0] = 1.0
@@ -131,10 +151,13 @@ class BodyGaussians(nn.Module):
                            if k > 1 else np.full(n, 1e-4), 1e-7)
         color = (torch.tensor(np.asarray(rgb), dtype=torch.float32, device=dev) - 0.5) / C0
         log_s = torch.log(torch.tensor(np.sqrt(dist2), dtype=torch.float32, device=dev))
+        logit = torch.full((n,), float(np.log(opacity / (1 - opacity))), device=dev)
+        if back is not None and self.shape == "surface" and n:
+            b_logit = float(np.log(back_opacity / (1 - back_opacity)))
+            logit = torch.where(params[:, 2] > 0.5, torch.full_like(logit, b_logit), logit)
         self.set_gaussians({
             "xyz": params, "scaling": log_s[:, None] + flat,
-            "rotation": rot, "color": color.reshape(n, 3),
-            "opacity": torch.full((n,), float(np.log(opacity / (1 - opacity))), device=dev),
+            "rotation": rot, "color": color.reshape(n, 3), "opacity": logit,
         })
         h2c = np.linalg.inv(np.asarray(capture_c2w, dtype=np.float64))  # head-to-camera
         # the mean rotation (projected back onto rotations) and translation
@@ -146,20 +169,27 @@ class BodyGaussians(nn.Module):
         self.ref_translation.copy_(torch.tensor(h2c[:, :3, 3].mean(0), dtype=torch.float32))
         self.length.fill_(float(length))
 
-    def surface_depth(self, xy: torch.Tensor) -> torch.Tensor:
+    def surface_depth(self, xy: torch.Tensor, side: torch.Tensor | None = None
+                      ) -> torch.Tensor:
         """The surface's depth (distance along the camera's axis) [M] where positions
-        xy [M, 2] (across the view, at the reference depth) are seen."""
+        xy [M, 2] (across the view, at the reference depth) are seen: on its front, or, by
+        ``side`` [M] (clamped to [0, 1]), that far towards its back."""
         box = self.surface_box
         p = xy / self.ref_depth
         grid = torch.stack([(p[:, 0] - box[0]) / (box[1] - box[0]) * 2 - 1,
                             (p[:, 1] - box[2]) / (box[3] - box[2]) * 2 - 1], dim=-1)
-        return F.grid_sample(self.surface[None, None], grid[None, None], mode="bilinear",
-                             padding_mode="border", align_corners=True)[0, 0, 0]
+        maps = self.surface[None] if side is None else torch.stack(
+            [self.surface, self.surface_back])
+        d = F.grid_sample(maps[None], grid[None, None], mode="bilinear",
+                          padding_mode="border", align_corners=True)[0, :, 0]  # [1 or 2, M]
+        if side is None:
+            return d[0]
+        return d[0] + side.detach().clamp(0.0, 1.0) * (d[1] - d[0])
 
-    def on_surface(self, xy: torch.Tensor) -> torch.Tensor:
+    def on_surface(self, xy: torch.Tensor, side: torch.Tensor | None = None) -> torch.Tensor:
         """The points [M, 3] of the surface seen where xy [M, 2] (at the reference depth)
-        are, in the capture camera's frame."""
-        d = self.surface_depth(xy)
+        are, in the capture camera's frame (on the side ``side`` [M], default the front)."""
+        d = self.surface_depth(xy, side)
         return torch.cat([xy * (d / self.ref_depth)[:, None], -d[:, None]], dim=1)
 
     def surface_normals(self, xy: torch.Tensor) -> torch.Tensor:
@@ -198,7 +228,7 @@ class BodyGaussians(nn.Module):
         # the body's surface (or keep their initial depth), and the pose network moves them
         # across the view only
         if self.shape == "surface":
-            xyz = self.on_surface(self.xyz[:, :2])
+            xyz = self.on_surface(self.xyz[:, :2], self.xyz[:, 2])
         else:
             xyz = torch.cat([self.xyz[:, :2], self.xyz[:, 2:].detach()], dim=1)
         d = self.deform(inp) * self.xy_only

@@ -31,6 +31,7 @@ class BodySurface:
 
     depth: np.ndarray
     box: tuple[float, float, float, float]
+    back: np.ndarray | None = None  # [G, G] where the rays leave the volumes (the back)
 
 
 def fit_body_surface(region: np.ndarray, fx: float, fy: float, cx: float, cy: float,
@@ -60,6 +61,7 @@ def fit_body_surface(region: np.ndarray, fx: float, fy: float, cx: float, cy: fl
     parts = [(region, False)] if neck is None else [(neck & region, False),
                                                       (region & ~neck, True)]
     depth = np.full((grid, grid), np.inf)
+    back = np.full((grid, grid), -np.inf)
     for part, round_top in parts:
         ellipses = _row_ellipses(part, fx, cx, zc, head_half_width, depth_ratio)
         if ellipses is None:
@@ -68,13 +70,18 @@ def fit_body_surface(region: np.ndarray, fx: float, fy: float, cx: float, cy: fl
         p = (u_g - cx) / fx
         if round_top:
             g = _top_rounding(part, fy, zc, b, u_g, v_g)
-            hit = _ray_ellipse_depth(p[None, :], xc, a, b * np.nan_to_num(g), zc)
+            hit, leave = _ray_ellipse_depth(p[None, :], xc, a, b * np.nan_to_num(g), zc,
+                                            far=True)
             hit = np.where(np.isnan(g), np.inf, hit)
+            leave = np.where(np.isnan(g), -np.inf, leave)
         else:
-            hit = _ray_ellipse_depth(p[None, :], xc, a, b, zc)
+            hit, leave = _ray_ellipse_depth(p[None, :], xc, a, b, zc, far=True)
         depth = np.minimum(depth, hit)
+        back = np.maximum(back, leave)
     depth = np.where(np.isfinite(depth), depth, zc)
-    return BodySurface(depth.astype(np.float32), _box(w, h, fx, fy, cx, cy, grid))
+    back = np.where(np.isfinite(back), np.maximum(back, depth), depth)
+    return BodySurface(depth.astype(np.float32), _box(w, h, fx, fy, cx, cy, grid),
+                       back.astype(np.float32))
 
 
 def _row_ellipses(part: np.ndarray, fx: float, cx: float, zc: float, half_width: float,
@@ -115,16 +122,20 @@ def _top_rounding(part: np.ndarray, fy: float, zc: float, b: np.ndarray, u_g: np
 
 
 def _ray_ellipse_depth(p: np.ndarray, xc: np.ndarray, a: np.ndarray, b: np.ndarray,
-                       zc: float) -> np.ndarray:
+                       zc: float, far: bool = False):
     """Depth t of the nearer intersection of the ray x = p t with the ellipse
-    ((x - xc) / a)^2 + ((t - zc) / b)^2 = 1; inf where the ray misses it."""
+    ((x - xc) / a)^2 + ((t - zc) / b)^2 = 1; inf where the ray misses it. With ``far``, also
+    the farther intersection (-inf where it misses)."""
     b = np.maximum(b, 1e-9)
     qa = (p / a) ** 2 + 1 / b ** 2
     qb = -2 * (p * xc / a ** 2 + zc / b ** 2)
     qc = (xc / a) ** 2 + (zc / b) ** 2 - 1
     disc = qb ** 2 - 4 * qa * qc
-    t = (-qb - np.sqrt(np.maximum(disc, 0))) / (2 * qa)
-    return np.where(disc >= 0, t, np.inf)
+    root = np.sqrt(np.maximum(disc, 0))
+    t = np.where(disc >= 0, (-qb - root) / (2 * qa), np.inf)
+    if far:
+        return t, np.where(disc >= 0, (-qb + root) / (2 * qa), -np.inf)
+    return t
 
 
 def _box(w: int, h: int, fx: float, fy: float, cx: float, cy: float, grid: int = SURFACE_GRID

@@ -108,12 +108,14 @@ def _head_ellipsoid(hull: np.ndarray, w2cs: list[np.ndarray]):
 class BodyStart:
     """Initial body Gaussians: points [n, 3] in the capture camera's frame (OpenGL axes) and
     their colours [n, 3] in [0, 1]; the head centre's distance from the camera (median over the
-    frames) and the body's surface (None for the slab)."""
+    frames), the body's surface (None for the slab) and which points go to the back of its
+    volume ([n] bool; None: none)."""
 
     xyz: np.ndarray
     rgb: np.ndarray
     head_depth: float
     surface: BodySurface | None = None
+    back: np.ndarray | None = None
 
 
 MARGIN_DENSITY = 0.25  # body points per pixel beyond the frame, relative to inside it
@@ -122,7 +124,8 @@ MARGIN_DENSITY = 0.25  # body points per pixel beyond the frame, relative to ins
 def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray | None,
                         slots: dict[int, int], head_xyz: np.ndarray, n: int, seed: int,
                         max_views: int = 24, shape: str = "surface", depth_ratio: float = 0.5,
-                        depth_offset: float = 0.4, margin: float = 0.0) -> BodyStart:
+                        depth_offset: float = 0.4, margin: float = 0.0,
+                        back_share: float = 0.0) -> BodyStart:
     """Initial body Gaussians.
 
     The body region of the image is where the person is in at least half of the sampled
@@ -135,6 +138,8 @@ def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray
     body continues beyond the frame's sides and bottom by this fraction of the image's width
     and height where its silhouette touches them (the frame cuts the shoulders off, and a
     turned camera sees past the cut); the silhouette and the colours there repeat the border's.
+    ``back_share`` (surface only): that share of the points lies on the back of the body's
+    volume, with the colour of the front where it is seen.
     """
     rng = np.random.default_rng(seed)
     intr = info.intrinsics
@@ -206,4 +211,7 @@ def body_initial_points(info: DatasetInfo, images: np.ndarray, masks: np.ndarray
     else:
         d = head_depth + radius * rng.uniform(-0.2, 1.0, size=n)
     xyz = np.stack([(u - intr.cx) / intr.fx * d, -(v - intr.cy) / intr.fy * d, -d], axis=1)
-    return BodyStart(xyz.astype(np.float32), rgb.astype(np.float32), head_depth, surface)
+    back = None
+    if surface is not None and back_share > 0:
+        back = rng.random(n) < back_share
+    return BodyStart(xyz.astype(np.float32), rgb.astype(np.float32), head_depth, surface, back)

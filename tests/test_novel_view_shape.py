@@ -92,12 +92,13 @@ def _surface_body(n: int = 40) -> BodyGaussians:
 
 def test_body_gaussians_stay_on_the_surface_and_keep_their_image_position():
     """Whatever the position parameters become (training, densification), a body Gaussian lies
-    on the surface, on the ray through the image point its (x, y) names; gradients reach
-    (x, y), not the ignored depth; the thin axis of a new Gaussian is the surface's normal."""
+    on the surface (its front, or its back by the third parameter), on the ray through the image
+    point its (x, y) names; gradients reach (x, y), not the depth; the thin axis of a new
+    Gaussian is the surface's normal."""
     b = _surface_body()
     with torch.no_grad():
         b.xyz[:, :2] += 0.01 * torch.randn(b.num_gaussians, 2)
-        b.xyz[:, 2] = 5.0  # ignored
+        b.xyz[:, 2] = -5.0  # the side, clamped to [0, 1]: the front
     with torch.no_grad():
         b.follow.zero_()
     means = b.frames(torch.eye(4)[None])["means"][0]  # camera frame = head frame here
@@ -106,6 +107,12 @@ def test_body_gaussians_stay_on_the_surface_and_keep_their_image_position():
     torch.testing.assert_close(means[:, :2] / depth[:, None], b.xyz[:, :2] / b.ref_depth)
     means.sum().backward()
     assert b.xyz.grad[:, :2].abs().sum() > 0 and b.xyz.grad[:, 2].abs().sum() == 0
+    # on the back (side 1 and beyond): the ray's exit from the volume, behind the front
+    with torch.no_grad():
+        b.xyz[:, 2] = 7.0
+    back = -b.frames(torch.eye(4)[None])["means"][0][:, 2]
+    torch.testing.assert_close(back, b.surface_depth(b.xyz[:, :2], torch.ones(len(back))))
+    assert (back >= depth - 1e-6).all() and (back > depth + 0.02).float().mean() > 0.7
 
     fresh = _surface_body()
     thin = quat_to_rotmat(fresh.rotation)[:, :, 2]  # the local z axis, the smallest scale
@@ -246,3 +253,35 @@ def test_body_continues_past_the_frames_cut_with_a_margin(synthetic_dataset):
     # beyond the frame's bottom the points lie on the torso, in the columns it fills
     below = v > intr.height
     assert np.ptp(u[below]) > 0.7 * intr.width
+
+
+def test_back_of_the_body_is_behind_its_front_and_old_models_load_without_it():
+    """Points started on the back of the volume lie behind the front at their
+    image point; a surface body saved before the back existed loads with the back on its front
+    (so it renders as it did)."""
+    world, region, neck, _ = _synthetic_body(48)
+    surf = fit_body_surface(region, world.fx, world.fy, world.cx, world.cy, 0.55, 0.09,
+                            neck=neck)
+    assert surf.back is not None and (surf.back >= surf.depth).all()
+    b = BodyGaussians(shape="surface")
+    ys, xs = np.nonzero(region)
+    k = np.random.default_rng(1).integers(0, len(ys), 50)
+    pts = np.stack([(xs[k] - world.cx) / world.fx * 0.55, -(ys[k] - world.cy) / world.fy * 0.55,
+                    np.full(50, -0.55)], 1)
+    back = np.arange(50) % 2 == 1
+    poses = np.stack([look_at_c2w([0.0, 0.0, 0.55])] * 2)
+    b.init_from_points(pts, np.full((50, 3), 0.5), poses, length=0.1, surface=surf,
+                       ref_depth=0.55, back=back, back_opacity=0.5)
+    assert torch.equal(b.xyz[:, 2] > 0.5, torch.from_numpy(back))
+    torch.testing.assert_close(torch.sigmoid(b.opacity[back]), torch.full((25,), 0.5))
+    # the discs lie in the front's tangent plane, and in its mirror image (about the image
+    # plane) on the back: the back of a rounded volume leans the other way
+    thin = quat_to_rotmat(b.rotation)[:, :, 2]
+    normals = b.surface_normals(b.xyz[:, :2]).detach()
+    normals[back, 2] *= -1
+    assert (torch.abs((thin * normals).sum(-1)) > 0.999).all()
+    sd = b.state_dict()
+    del sd["surface_back"]
+    old = BodyGaussians(num_points=50, shape="surface")
+    old.load_state_dict(sd)
+    torch.testing.assert_close(old.surface_back, old.surface)

@@ -43,11 +43,11 @@ def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: 
     if cfg.body:
         start = scene.body_points(xyz, data.body_points, seed, data.body_shape,
                                   data.body_depth_ratio, data.body_depth_offset,
-                                  data.body_margin)
+                                  data.body_margin, data.body_back)
         model.body.init_from_points(start.xyz, start.rgb,
                                     np.stack([f.c2w for f in scene.info.train_frames]),
                                     length=cfg.radius, surface=start.surface,
-                                    ref_depth=start.head_depth)
+                                    ref_depth=start.head_depth, back=start.back)
         note += f"; {len(start.xyz)} body points" + (
             " on a surface fitted to the body's silhouette" if start.surface is not None
             else "")

@@ -78,7 +78,8 @@ class ShapeTerms:
                                        self.max_view_ratio)
             if model.body is not None:
                 b = model.body
-                body_means = b.on_surface(b.xyz[:, :2]) if b.shape == "surface" else b.xyz
+                body_means = (b.on_surface(b.xyz[:, :2], b.xyz[:, 2]) if b.shape == "surface"
+                              else b.xyz)
                 view = view + view_extent_penalty(body_means, b.rotation, b.scaling,
                                                   torch.zeros_like(campos), self.max_view_ratio)
             terms["view_extent"] = self.lambda_view * view
