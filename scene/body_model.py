@@ -136,7 +136,9 @@ class BodyGaussians(nn.Module):
             placed = self.on_surface(xy, side)
             xyz = placed.double().cpu().numpy()
             normals = self.surface_normals(xy)
-            normals[:, 2] = torch.where(side > 0.5, -normals[:, 2], normals[:, 2])
+            # the back leans as the front's mirror image about the image plane: normal
+            # (-x, -y, z), the same disc as (x, y, -z), with z >= 0 as _quat_from_z needs
+            normals[:, :2] = torch.where(side[:, None] > 0.5, -normals[:, :2], normals[:, :2])
             rot = _quat_from_z(normals)
             flat = torch.tensor([1.0, 1.0, 1.0 / 3.0], device=dev).log()
             params = torch.cat([xy, side[:, None]], dim=1)

@@ -280,6 +280,7 @@ def test_back_of_the_body_is_behind_its_front_and_old_models_load_without_it():
     normals = b.surface_normals(b.xyz[:, :2]).detach()
     normals[back, 2] *= -1
     assert (torch.abs((thin * normals).sum(-1)) > 0.999).all()
+    torch.testing.assert_close(b.rotation.norm(dim=-1), torch.ones(50))  # no degenerate ones
     sd = b.state_dict()
     del sd["surface_back"]
     old = BodyGaussians(num_points=50, shape="surface")
