@@ -11,15 +11,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${1:?results folder}
 shift
-PY=${PYTHON:-python3}
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
-export PYTHONUNBUFFERED=1
+source bench/gpu_common.sh
 mkdir -p "$results"
-syn=${GH_SYN_DATA:-/tmp/gh_syn512}
-if [ ! -f "$syn/transforms.json" ]; then
-    "$PY" tools/make_synthetic.py "$syn" --frames 600 --res 512 --seed 0 \
-        --workers "$(nproc)" || exit 1
-fi
+synthetic_512 || exit 1
 "$PY" -c 'from utils.execution import prepare_gsplat; prepare_gsplat()' || exit 1
 small=/tmp/gh_syn64
 [ -f "$small/transforms.json" ] || "$PY" tools/make_synthetic.py "$small" --frames 60 --res 64 \

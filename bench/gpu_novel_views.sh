@@ -16,15 +16,10 @@ seeds=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do seeds+=("$1"); shift; done
 [ "${1:-}" = "--" ] && shift
 [ ${#seeds[@]} -eq 0 ] && seeds=(0 1)
-PY=${PYTHON:-python3}
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
-export PYTHONUNBUFFERED=1
+source bench/gpu_common.sh
 mkdir -p "$results"
-syn=${GH_SYN_DATA:-/tmp/gh_syn512}
-if [ ! -f "$syn/transforms.json" ]; then
-    "$PY" tools/make_synthetic.py "$syn" --frames 600 --res 512 --seed 0 \
-        --workers "$(nproc)" >/dev/null &
-fi
+syn=$SYN512
+synthetic_512 &  # while gsplat compiles
 t0=$(date +%s)
 for who in A B; do
     "$PY" -c 'from utils.execution import prepare_gsplat; prepare_gsplat()' 2>&1 \

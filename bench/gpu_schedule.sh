@@ -10,13 +10,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${1:?results folder}
 shift
-PY=${PYTHON:-python3}
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} MAX_JOBS=${MAX_JOBS:-16}
-export PYTHONUNBUFFERED=1
+source bench/gpu_common.sh
 mkdir -p "$results"
-syn=${GH_SYN_DATA:-/tmp/gh_syn512}
-[ -f "$syn/transforms.json" ] || "$PY" tools/make_synthetic.py "$syn" --frames 600 --res 512 \
-    --seed 0 --workers "$(nproc)" >/dev/null || exit 1
+syn=$SYN512
+synthetic_512 || exit 1
 "$PY" -c 'from utils.execution import prepare_gsplat; prepare_gsplat()' || exit 1
 run=$(mktemp -d)/default
 t0=$(date +%s.%N)

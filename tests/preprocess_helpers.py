@@ -3,11 +3,19 @@ camera, a drawn head, neck and torso, and how far estimated rotations are off.""
 
 from __future__ import annotations
 
+import functools
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
+import pytest
 from scipy.spatial.transform import Rotation
 
 from preprocessing import masks
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def face_points(n: int = 60, seed: int = 0) -> np.ndarray:
@@ -117,3 +125,20 @@ def collar_crop(size: int = 128, beard: bool = False, seed: int = 0):
     oval = np.column_stack([64.5 + 21 * np.sin(ang), 52.5 - 27 * np.cos(ang)])
     points = np.vstack([oval, [[64.5, 25.5], [64.5, 79.5]]])
     return lab, np.clip(np.rint(img), 0, 255).astype(np.uint8), points, np.arange(36), 36, 37
+
+
+@functools.cache
+def mediapipe_problem() -> str | None:
+    """Why MediaPipe cannot be imported (in a separate process: it needs protobuf < 5), or
+    None where it can."""
+    r = subprocess.run([sys.executable, "-c", "from preprocessing.landmarks import "
+                        "import_mediapipe; import_mediapipe()"], cwd=REPO, capture_output=True,
+                       text=True)
+    return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def require_mediapipe() -> None:
+    """Skip the calling test where MediaPipe is not installed."""
+    problem = mediapipe_problem()
+    if problem:
+        pytest.skip(f"MediaPipe is not installed (bash tools/setup.sh installs it): {problem}")

@@ -8,7 +8,6 @@ process here (as users run it), never inside the test process.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -24,7 +23,7 @@ import pytest
 from preprocessing.named_expression import EXP_NAMES, EXP_SPACE
 from preprocessing.pipeline import REPORT_NAME
 from scene.dataset_readers import read_dataset
-from tests.preprocess_helpers import rotation_errors_deg
+from tests.preprocess_helpers import require_mediapipe, rotation_errors_deg
 from tools.make_synthetic import (
     CONTROL_NAMES,
     build_world,
@@ -46,19 +45,9 @@ def run_preprocess(*args, env: dict | None = None) -> subprocess.CompletedProces
                           cwd=REPO, capture_output=True, text=True, timeout=900, env=env)
 
 
-@functools.cache
-def _mediapipe_problem() -> str | None:
-    r = subprocess.run([sys.executable, "-c", "from preprocessing.landmarks import "
-                        "import_mediapipe; import_mediapipe()"], cwd=REPO, capture_output=True,
-                       text=True)
-    return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["?"])[-1]
-
-
 @pytest.fixture(scope="module")
 def mediapipe():
-    problem = _mediapipe_problem()
-    if problem:
-        pytest.skip(f"MediaPipe is not installed (bash tools/setup.sh installs it): {problem}")
+    require_mediapipe()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from preprocessing.named_expression import EXP_NAMES, EXP_SPACE
+from tests.preprocess_helpers import require_mediapipe
 from tools.make_synthetic import CONTROL_NAMES, make_identity, make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,12 +32,7 @@ FOLLOWS = {"jawOpen": ("jaw_open", 0.9, 0.85), "eyeBlinkLeft": ("blink", 0.8, 0.
 def people(tmp_path_factory):
     """Two identities performing the controls of seed 0, preprocessed from their videos:
     {identity: (controls [K, C] of the kept frames, kept source frames [K], transforms)}."""
-    r = subprocess.run([sys.executable, "-c", "from preprocessing.landmarks import "
-                        "import_mediapipe; import_mediapipe()"], cwd=REPO, capture_output=True,
-                       text=True)
-    if r.returncode:
-        pytest.skip("MediaPipe is not installed (bash tools/setup.sh installs it): "
-                    + (r.stderr.strip().splitlines() or ["?"])[-1])
+    require_mediapipe()
     root = tmp_path_factory.mktemp("named")
     out = {}
     for ident in IDENTITIES:

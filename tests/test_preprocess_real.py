@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from preprocessing.pipeline import REPORT_NAME
+from tests.preprocess_helpers import require_mediapipe
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = Path(os.environ.get("GH_REAL_VIDEOS") or Path(__file__).resolve().parents[2] / "shared"
@@ -42,12 +43,7 @@ def run_preprocess(*args) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def mediapipe():
-    r = subprocess.run([sys.executable, "-c", "from preprocessing.landmarks import "
-                        "import_mediapipe; import_mediapipe()"], cwd=REPO, capture_output=True,
-                       text=True)
-    if r.returncode:
-        pytest.skip("MediaPipe is not installed (bash tools/setup.sh installs it): "
-                    + (r.stderr.strip().splitlines() or ["?"])[-1])
+    require_mediapipe()
 
 
 def _extract(video: Path, folder: Path, start: int, stop: int) -> None:
