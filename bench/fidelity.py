@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                    "the 15%% of frames turned most are held out")
     p.add_argument("--tag", default="", help="label in the results' file names")
     p.add_argument("--out", default=str(REPO / "bench" / "results"), help="results folder")
+    p.add_argument("--keep_runs", default=None, metavar="DIR",
+                   help="keep the trained run (a run folder render.py and viewer.py open) as "
+                   "DIR/<tag> instead of deleting it; an existing folder there is replaced")
     args = p.parse_args(argv)
     args.minutes = args.minutes or None
     t0 = time.time()
@@ -191,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         sizes = model_file_sizes(run, t.last_iteration)
         sheet = contact_sheet(sets, args.sheet_rows, args.sheet_cell)
         orbit = orbit_strip(t, run, ORBIT_YAWS, args.sheet_cell // 2)
+        if args.keep_runs:
+            kept = Path(args.keep_runs) / (args.tag or "run")
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(run, kept)
+            print(f"kept the run in {kept}")
     m = t.model
     result = {
         "date": datetime.date.today().isoformat(), "device": device_name(t.device),
