@@ -103,7 +103,8 @@ def test_lpips_without_cached_weights_says_what_is_missing(tmp_path, monkeypatch
 SCRIPTS = ["train", "render", "metrics", "viewer", "tools.export", "tools.preprocess",
            "tools.make_synthetic", "bench.run", "bench.quality", "bench.fidelity",
            "bench.fidelity_matrix", "bench.mlp_variants", "bench.profile_step",
-           "bench.torch_rasterizer_cpu", "bench.viewer_frame", "bench.reenactment"]
+           "bench.torch_rasterizer_cpu", "bench.viewer_frame", "bench.reenactment",
+           "bench.drive_real"]
 REPO = Path(__file__).resolve().parents[1]
 
 
