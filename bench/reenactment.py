@@ -7,7 +7,9 @@
    video (identity B, motion seed B) and the ground truth: A performing B's expressions and
    head motion (``--driver_seed``: B's motion about its mean pose put on A's mean pose).
 2. tools/preprocess.py turns both videos into datasets in the named expression space.
-3. train.py trains A's avatar (``--minutes`` of training steps, the schedule fitted to it).
+3. train.py trains A's avatar (``--minutes`` of training steps, the schedule fitted to it),
+   holding out A's last tenth, whose renders give A's own test PSNR (``self_test``): the
+   reference of the driven frames' scores.
 4. render.py drives it with B's dataset (``--driving --driving_pose``).
 5. Each driving frame is scored against the ground truth frame (cropped and resized as A's
    dataset, composited on the renders' background with its mask): PSNR over the whole frame
@@ -32,12 +34,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import commit, split_extra  # noqa: E402
 from utils.cli import make_parser  # noqa: E402
 from utils.regions import decode_regions  # noqa: E402
+from utils.set_metrics import evaluate_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DARK = 0.45  # mouth: darker than this fraction of the box's bright (90th percentile) level
@@ -84,15 +88,28 @@ def train_and_drive(a: argparse.Namespace, extra: list[str], p: dict[str, Path],
     held = max(1, a.frames_a // 10)
     if not (run / "cfg_args").is_file():
         _run(["train.py", "-s", str(p["data_a"]), "-m", str(run), "--iterations",
-              str(a.iterations), "--test_frames", str(held), "--eval_frames", str(held),
-              "--quiet", *(["--time_limit", str(a.minutes)] if a.minutes else []), *extra],
-             work / "train.log")
+              str(a.iterations), "--eval", "--test_frames", str(held), "--eval_frames",
+              str(held), "--quiet", *(["--time_limit", str(a.minutes)] if a.minutes else []),
+              *extra], work / "train.log")
     out = work / "render"
+    # A's own held-out test frames: the reference of the driven mouth and eyes
+    _run(["render.py", "-m", str(run), "-o", str(out), "--skip_train", "--no_video", "--quiet"],
+         work / "render_test.log")
     _run(["render.py", "-m", str(run), "-o", str(out), "--skip_train", "--skip_test",
           "--driving", str(p["data_b"]), "--driving_pose", "--no_video", "--quiet",
           *(["--max_frames", str(a.max_frames)] if a.max_frames else [])], work / "render.log")
     (folder,) = sorted(out.glob("driving_*_pose/ours_*"))
     return folder / "renders"
+
+
+def self_test(work: Path) -> dict:
+    """PSNR of A's own held-out test frames, whole and in the mouth and eye regions."""
+    (folder,) = sorted((work / "render" / "test").glob("ours_*"))
+    means, _ = evaluate_dir(folder, None, torch.device("cpu"), quiet=True)
+    regions = means.get("regions", {})
+    return {"frames": len(list((folder / "renders").glob("*.png"))), "psnr": means["psnr"],
+            "psnr_mouth": regions.get("mouth", {}).get("psnr"),
+            "psnr_eyes": regions.get("eyes", {}).get("psnr")}
 
 
 def _crop(img: np.ndarray, crop: dict, interp: int) -> np.ndarray:
@@ -257,13 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     p = make_data(a, work)
     renders = train_and_drive(a, extra, p, work)
     result = score(p, renders, out)
+    result["self_test"] = self_test(work)
     reached = max(int(d.name.split("_")[-1]) for d in
                   (work / "run_a" / "point_cloud").glob("iteration_*"))
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}
     result = {"tag": a.tag, "commit": commit(), "options": options, "train_options": extra,
               "iterations_reached": reached, "seconds": round(time.time() - t0, 1), **result}
     (out / "reenactment.json").write_text(json.dumps(result, indent=1))
-    keys = ("psnr", "psnr_mouth", "psnr_eyes", "mouth_opening_vs_jaw", "eye_closure_vs_blink")
+    keys = ("psnr", "psnr_mouth", "psnr_eyes", "mouth_opening_vs_jaw", "eye_closure_vs_blink",
+            "self_test")
     print(json.dumps({k: result[k] for k in keys}, indent=1))
     print(f"wrote {out / 'reenactment.json'} and {out / 'strip.png'}")
     return 0

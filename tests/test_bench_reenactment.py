@@ -36,6 +36,9 @@ def test_reenactment_bench_runs_and_writes_its_fields(tmp_path):
         assert set(res[key]) == {"render", "gt"}
     # the ground truth's own mouth measure follows the jaw it was made with
     assert res["mouth_opening_vs_jaw"]["gt"] > 0.7
+    own = res["self_test"]  # A's held-out tenth
+    assert own["frames"] == 4 and math.isfinite(own["psnr"]) and own["psnr"] > 5
+    assert own["psnr_mouth"] is not None and own["psnr_eyes"] is not None
     assert len(res["per_frame"]) == 15 and {"jaw_open", "blink", "mouth_opening"} <= set(
         res["per_frame"][0])
     strip = cv2.imread(str(out / "strip.png"))
