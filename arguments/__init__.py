@@ -112,9 +112,9 @@ class ModelParams(ParamGroup):
         10_000, "random initial Gaussians when the dataset has no points3d.ply (release: 10000)"
     )
     face_init_share: float = _opt(
-        0.0, "share of the initial head Gaussians placed on the face mesh of transforms.json "
+        0.2, "share of the initial head Gaussians placed on the face mesh of transforms.json "
         "(written by tools/preprocess.py; ignored without one) instead of at random in the "
-        "visual hull (0 = none)")
+        "visual hull (0 = none, as the paper)")
     num_derivations: int = _opt(4, "learnable rotations (derivations) per Gaussian")
     appearance: str = _opt(
         "canonical",
@@ -243,9 +243,10 @@ class OptimizationParams(ParamGroup):
         "(the volume inside the head's silhouette in the training frames), which a turned "
         "view would see beside the head (false: as the paper)")
     lambda_face_depth: float = _opt(
-        0.0, "weight of the penalty on head Gaussians more than --face_margin in front of the "
+        0.01, "weight of the penalty on head Gaussians more than --face_margin in front of the "
         "face mesh of transforms.json (written by tools/preprocess.py; ignored without one): "
-        "floaters before the face that only the capture direction hides (0 = off)")
+        "floaters before the face that only the capture direction hides (0 = off, as the "
+        "paper)")
     face_margin: float = _opt(
         0.1, "how far in front of the face mesh a Gaussian may lie unpenalised, as a fraction "
         "of the head's radius (room for hair over the forehead and for glasses)")
