@@ -226,6 +226,11 @@ class OptimizationParams(ParamGroup):
     lambda_alpha: float = _opt(
         0.1, "weight of the L1 distance between the rendered alpha and the mask (keeps the "
         "person opaque and the background empty; 0 = off, as the paper)")
+    lambda_regions: float = _opt(
+        0.0, "weight of a second L1 term over the eyes and the mouth only (regions/ of "
+        "tools/preprocess.py), normalised by their area: blinks and the lips, a small share of "
+        "the frame, weigh as much as the whole frame's L1 at 1.0 (0 = off; ignored without "
+        "region maps)")
     lambda_aniso: float = _opt(
         0.01, "weight of the penalty on Gaussians more than --max_aniso times longer than "
         "wide (needles along the viewing direction break up side views; 0 = off, as the "

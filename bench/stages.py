@@ -78,19 +78,22 @@ def stage_split(t: Trainer, iteration: int, repeat: int = 20) -> dict:
     gt_u8 = t.scene.images.images[cam.image_slot]
     # the alpha term, where the run has one: a rendered alpha and the frame's mask
     alpha_args = ((torch.rand_like(gt[:1], requires_grad=True),
-                   t.scene.images.masks[cam.image_slot]) if t.use_alpha else ())
+                   t.scene.images.masks[cam.image_slot]) if t.use_alpha else (None, None))
+    # the region term, where the run has one: the frame's eyes and mouth
+    regions = t.scene.images.regions[cam.image_slot] if t.use_regions else None
 
     eager_loss = TrainingLoss(t.opt.lambda_dssim, t.opt.lambda_vgg, t.vgg, graphs=False,
-                              lambda_alpha=t.opt.lambda_alpha if t.use_alpha else 0.0)
+                              lambda_alpha=t.opt.lambda_alpha if t.use_alpha else 0.0,
+                              lambda_regions=t.opt.lambda_regions if t.use_regions else 0.0)
 
     def loss_fb():
-        eager_loss(img, gt_u8, *alpha_args)[0].backward()
+        eager_loss(img, gt_u8, *alpha_args, regions)[0].backward()
 
     out["loss (fwd+bwd)"] = {"s": timer(loss_fb, repeat)}
     out["loss (fwd+bwd)"]["bytes"] = 4 * hw * 3 * 12
 
     def loss_trained_fb():
-        t.loss_fn(img, gt_u8, *alpha_args)[0].backward()
+        t.loss_fn(img, gt_u8, *alpha_args, regions)[0].backward()
 
     out["loss as trained (fwd+bwd)"] = {"s": timer(loss_trained_fb, repeat)}
 

@@ -15,6 +15,7 @@ from scene.cameras import (
     view_sphere,
 )
 from scene.dataset_images import load_frames, read_regions
+from utils.regions import REGION_BITS
 from scene.dataset_readers import DatasetInfo, read_dataset, read_points3d
 from scene.initialization import BodyStart, body_initial_points, carve_random_points
 
@@ -27,6 +28,7 @@ class ImageStore:
                  device: torch.device | str = "cpu"):
         self.images = torch.from_numpy(images).to(device)
         self.masks = None if masks is None else torch.from_numpy(masks).to(device)
+        self.regions: torch.Tensor | None = None  # uint8 [F, H, W] flags, see load_regions
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -39,6 +41,8 @@ class ImageStore:
         self.images = self.images.to(device)
         if self.masks is not None:
             self.masks = self.masks.to(device)
+        if self.regions is not None:
+            self.regions = self.regions.to(device)
         return self
 
 
@@ -84,6 +88,21 @@ class Scene:
         """The region label map of a dataset camera's frame (uint8 [H, W], bit flags of
         :data:`utils.regions.REGION_BITS`), or None without regions/ and parsing/."""
         return read_regions(self.info, self._by_img_id[cam.img_id])
+
+    def load_regions(self, names: tuple[str, ...] = ("eyes", "mouth")) -> bool:
+        """Keep, beside the loaded frames, where each shows one of the regions ``names``
+        (``images.regions``: uint8 [F, H, W], 1 inside); False (nothing kept) unless every
+        loaded frame has a region map (regions/ of tools/preprocess.py) holding them."""
+        bits = sum(REGION_BITS[n] for n in names)
+        frames = sorted(self.slots.items(), key=lambda kv: kv[1])
+        out = np.zeros((len(frames), *self.images.images.shape[1:3]), dtype=np.uint8)
+        for frame_index, slot in frames:
+            frame = self.info.frames[frame_index]
+            if not (self.info.root / "regions" / f"{frame.img_id}.png").is_file():
+                return False
+            out[slot] = (read_regions(self.info, frame) & bits) != 0
+        self.images.regions = torch.from_numpy(out).to(self.images.images.device)
+        return True
 
     def mean_campos(self) -> torch.Tensor:
         return torch.tensor(np.mean([f.c2w[:3, 3] for f in self.info.train_frames], axis=0),

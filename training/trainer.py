@@ -137,9 +137,15 @@ class Trainer:
         self.shape_terms = ShapeTerms(opt.lambda_aniso, opt.max_aniso, opt.lambda_view_extent,
                                       opt.max_view_ratio, opt.lambda_face_depth, face)
         self.use_alpha = opt.lambda_alpha > 0 and self.scene.images.masks is not None
+        self.use_regions = opt.lambda_regions > 0 and self.scene.load_regions()
+        if opt.lambda_regions > 0 and not self.use_regions:
+            self.log("[loss] --lambda_regions: the dataset has no region maps (regions/ of "
+                     "tools/preprocess.py) for every training frame; the region term is off")
         self.loss_fn = TrainingLoss(opt.lambda_dssim, opt.lambda_vgg, self.vgg,
                                     self.execution.graphs,
-                                    opt.lambda_alpha if self.use_alpha else 0.0)
+                                    opt.lambda_alpha if self.use_alpha else 0.0,
+                                    lambda_regions=opt.lambda_regions if self.use_regions
+                                    else 0.0)
         self.frame_networks = FrameNetworks(self.model, self.execution.graphs)
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
         self.start_iteration = 1
@@ -219,7 +225,9 @@ class Trainer:
         with phase("loss forward"):
             store = self.scene.images
             mask = store.masks[cam.image_slot] if self.use_alpha else None
-            loss, terms = self.loss_fn(out.image, store.images[cam.image_slot], out.alpha, mask)
+            regions = store.regions[cam.image_slot] if self.use_regions else None
+            loss, terms = self.loss_fn(out.image, store.images[cam.image_slot], out.alpha, mask,
+                                       regions)
             shape = self.shape_terms(self.model, campos)
             if shape:
                 loss = loss + sum(shape.values())
