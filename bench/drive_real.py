@@ -30,13 +30,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import commit  # noqa: E402
-from bench.reenactment import (  # noqa: E402
-    _box,
-    _corr,
-    _eye_boxes,
-    _read,
+from bench.face_measures import (  # noqa: E402
+    box,
+    corr,
+    eye_boxes,
     eye_closure,
     mouth_opening,
+    read_image,
 )
 from utils.cli import make_parser  # noqa: E402
 from utils.regions import decode_regions  # noqa: E402
@@ -49,13 +49,13 @@ def _region_boxes(root: Path, ids: list[int]) -> tuple[tuple[slice, slice], list
         f = root / "regions" / f"{i}.png"
         if not f.is_file():
             continue
-        r = decode_regions(_read(f, cv2.IMREAD_UNCHANGED))
+        r = decode_regions(read_image(f, cv2.IMREAD_UNCHANGED))
         mouth = r["mouth"] if mouth is None else mouth | r["mouth"]
         eyes = r["eyes"] if eyes is None else eyes | r["eyes"]
     if mouth is None or not mouth.any() or not eyes.any():
         raise SystemExit(f"{root / 'regions'}: no mouth or eye region in the frames used. Fix: "
                          "make the dataset with tools/preprocess.py, which writes regions/.")
-    return _box(mouth), _eye_boxes(eyes)
+    return box(mouth), eye_boxes(eyes)
 
 
 def _measures(images: list[np.ndarray], mouth_box, eye_boxes) -> dict[str, list[float]]:
@@ -68,7 +68,7 @@ def _measures(images: list[np.ndarray], mouth_box, eye_boxes) -> dict[str, list[
 def _driver_image(root: Path, img_id: int) -> np.ndarray:
     for ext in (".jpg", ".png"):
         if (root / "ori_imgs" / f"{img_id}{ext}").is_file():
-            return _read(root / "ori_imgs" / f"{img_id}{ext}")
+            return read_image(root / "ori_imgs" / f"{img_id}{ext}")
     raise SystemExit(f"{root / 'ori_imgs'}: no image of frame {img_id}. Fix: pass the driving "
                      "dataset the renders were made from.")
 
@@ -93,7 +93,7 @@ def analyse(avatar_data: Path, driving: Path, renders: Path, out: Path,
     blink = codes[:, [names.index("eyeBlinkLeft"), names.index("eyeBlinkRight")]].mean(1).tolist()
     ids = [int(f["img_id"]) for f in frames]
     driver = [_driver_image(driving, i) for i in ids]
-    render = [_read(f) for f in files]
+    render = [read_image(f) for f in files]
     own = json.loads((avatar_data / "transforms.json").read_text())["frames"]
     a_mouth, a_eyes = _region_boxes(avatar_data, [int(f["img_id"]) for f in own])
     d_mouth, d_eyes = _region_boxes(driving, ids)
@@ -102,13 +102,13 @@ def analyse(avatar_data: Path, driving: Path, renders: Path, out: Path,
     result = {
         "commit": commit(), "avatar_data": str(avatar_data), "driving": str(driving),
         "renders": str(renders), "frames": len(files),
-        "mouth_opening_vs_jaw": {"render": _corr(m_render["mouth_opening"], jaw),
-                                 "driver": _corr(m_driver["mouth_opening"], jaw)},
-        "eye_closure_vs_blink": {"render": _corr(m_render["eye_closure"], blink),
-                                 "driver": _corr(m_driver["eye_closure"], blink)},
-        "mouth_opening_render_vs_driver": _corr(m_render["mouth_opening"],
+        "mouth_opening_vs_jaw": {"render": corr(m_render["mouth_opening"], jaw),
+                                 "driver": corr(m_driver["mouth_opening"], jaw)},
+        "eye_closure_vs_blink": {"render": corr(m_render["eye_closure"], blink),
+                                 "driver": corr(m_driver["eye_closure"], blink)},
+        "mouth_opening_render_vs_driver": corr(m_render["mouth_opening"],
                                                 m_driver["mouth_opening"]),
-        "eye_closure_render_vs_driver": _corr(m_render["eye_closure"], m_driver["eye_closure"]),
+        "eye_closure_render_vs_driver": corr(m_render["eye_closure"], m_driver["eye_closure"]),
         "per_frame": [{"driver_frame": i, "jawOpen": j, "eyeBlink": b,
                        "mouth_opening": {"render": m_render["mouth_opening"][k],
                                          "driver": m_driver["mouth_opening"][k]},

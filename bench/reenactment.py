@@ -39,13 +39,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import commit, split_extra  # noqa: E402
+from bench.face_measures import (  # noqa: E402
+    box,
+    corr,
+    eye_boxes,
+    eye_closure,
+    mouth_opening,
+    read_image,
+)
 from utils.cli import make_parser  # noqa: E402
 from utils.regions import decode_regions  # noqa: E402
 from utils.set_metrics import evaluate_dir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DARK = 0.45  # mouth: darker than this fraction of the box's bright (90th percentile) level
-WHITE_MIN, WHITE_SPREAD = 0.7, 0.12  # eyes: every channel above, channels this close
 
 
 def _run(cmd: list[str], log: Path) -> None:
@@ -117,13 +123,6 @@ def _crop(img: np.ndarray, crop: dict, interp: int) -> np.ndarray:
     return cv2.resize(img[y0:y0 + side, x0:x0 + side], (size, size), interpolation=interp)
 
 
-def _read(path: Path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    img = cv2.imread(str(path), flags)
-    if img is None:
-        raise SystemExit(f"cannot read {path}")
-    return img[..., ::-1] if img.ndim == 3 else img
-
-
 def _psnr(x: np.ndarray, y: np.ndarray, where: np.ndarray | None = None) -> float | None:
     d = (x.astype(np.float64) - y.astype(np.float64)) / 255.0
     if where is not None:
@@ -132,48 +131,6 @@ def _psnr(x: np.ndarray, y: np.ndarray, where: np.ndarray | None = None) -> floa
         d = d[where]
     mse = float(np.mean(d ** 2))
     return float(10 * np.log10(1.0 / max(mse, 1e-12)))
-
-
-def _box(mask: np.ndarray, grow: float = 0.25) -> tuple[slice, slice]:
-    """The bounding box of a mask, grown by ``grow`` of its size on each side."""
-    ys, xs = np.nonzero(mask)
-    h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    y0, y1 = int(ys.min() - grow * h), int(ys.max() + grow * h) + 1
-    x0, x1 = int(xs.min() - grow * w), int(xs.max() + grow * w) + 1
-    return slice(max(y0, 0), y1), slice(max(x0, 0), x1)
-
-
-def mouth_opening(img: np.ndarray, box: tuple[slice, slice]) -> float:
-    """Share of dark pixels in the mouth box (the open mouth's interior is dark)."""
-    lum = img[box].astype(np.float64).mean(-1)
-    return float(np.mean(lum < DARK * np.percentile(lum, 90)))
-
-
-def eye_closure(img: np.ndarray, boxes: list[tuple[slice, slice]], open_share: float) -> float:
-    """One minus the share of white, unsaturated pixels (the sclera) in the eye boxes,
-    relative to ``open_share`` (the share with the eyes open)."""
-    shares = []
-    for b in boxes:
-        px = img[b].astype(np.float64) / 255.0
-        white = (px.min(-1) > WHITE_MIN) & (px.max(-1) - px.min(-1) < WHITE_SPREAD)
-        shares.append(white.mean())
-    return float(1.0 - np.mean(shares) / max(open_share, 1e-9))
-
-
-def _eye_boxes(eyes: np.ndarray) -> list[tuple[slice, slice]]:
-    """One box per eye: the halves of the eye region left and right of its centre."""
-    xs = np.nonzero(eyes)[1]
-    mid = int(np.median(xs))
-    left, right = eyes.copy(), eyes.copy()
-    left[:, mid:], right[:, :mid] = False, False
-    return [_box(m, 0.1) for m in (left, right) if m.any()]
-
-
-def _corr(x: list[float], y: list[float]) -> float | None:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
-        return None
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def score(p: dict[str, Path], renders: Path, out: Path, strip_frames: int = 6) -> dict:
@@ -189,30 +146,30 @@ def score(p: dict[str, Path], renders: Path, out: Path, strip_frames: int = 6) -
     rows = []
     for k, f in enumerate(files):
         src = int(driven[k]["aud_id"])  # the source frame of B's video = the truth's frame
-        render = _read(f)
-        gt = _crop(_read(p["truth"] / "ori_imgs" / f"{src}.jpg"), crop, cv2.INTER_AREA)
-        mask = _crop(_read(p["truth"] / "mask" / f"{src + offset}.png", cv2.IMREAD_UNCHANGED),
+        render = read_image(f)
+        gt = _crop(read_image(p["truth"] / "ori_imgs" / f"{src}.jpg"), crop, cv2.INTER_AREA)
+        mask = _crop(read_image(p["truth"] / "mask" / f"{src + offset}.png", cv2.IMREAD_UNCHANGED),
                      crop, cv2.INTER_AREA).astype(np.float64)[..., None] / 255.0
         bg = render[0, 0].astype(np.float64)  # the renders' background colour
         gt = np.round(gt * mask + bg * (1 - mask)).astype(np.uint8)
-        regions = decode_regions(_crop(_read(p["truth"] / "regions" / f"{src}.png",
+        regions = decode_regions(_crop(read_image(p["truth"] / "regions" / f"{src}.png",
                                              cv2.IMREAD_UNCHANGED), crop, cv2.INTER_NEAREST))
-        driver = _crop(_read(p["syn_b"] / "ori_imgs" / f"{src}.jpg"), crop_b, cv2.INTER_AREA)
+        driver = _crop(read_image(p["syn_b"] / "ori_imgs" / f"{src}.jpg"), crop_b, cv2.INTER_AREA)
         rows.append({"src": src, "render": render, "gt": gt, "regions": regions,
                      "driver": driver})
-    mouth_box = _box(np.any([r["regions"]["mouth"] for r in rows], axis=0))
-    eye_boxes = _eye_boxes(np.any([r["regions"]["eyes"] for r in rows], axis=0))
+    mouth_box = box(np.any([r["regions"]["mouth"] for r in rows], axis=0))
+    eye_box = eye_boxes(np.any([r["regions"]["eyes"] for r in rows], axis=0))
     jaw = [controls[r["src"], names.index("jaw_open")] for r in rows]
     blink = [controls[r["src"], names.index("blink")] for r in rows]
     measures = {}
     for kind in ("render", "gt"):
         white = []
         for r in rows:
-            white.append(1.0 - eye_closure(r[kind], eye_boxes, 1.0))
+            white.append(1.0 - eye_closure(r[kind], eye_box, 1.0))
         open_share = float(np.percentile(white, 90))
         measures[kind] = {
             "mouth_opening": [mouth_opening(r[kind], mouth_box) for r in rows],
-            "eye_closure": [eye_closure(r[kind], eye_boxes, open_share) for r in rows]}
+            "eye_closure": [eye_closure(r[kind], eye_box, open_share) for r in rows]}
 
     def mean(values):
         values = [v for v in values if v is not None]
@@ -223,9 +180,9 @@ def score(p: dict[str, Path], renders: Path, out: Path, strip_frames: int = 6) -
         "psnr": mean([_psnr(r["render"], r["gt"]) for r in rows]),
         "psnr_mouth": mean([_psnr(r["render"], r["gt"], r["regions"]["mouth"]) for r in rows]),
         "psnr_eyes": mean([_psnr(r["render"], r["gt"], r["regions"]["eyes"]) for r in rows]),
-        "mouth_opening_vs_jaw": {k: _corr(m["mouth_opening"], jaw) for k, m in measures.items()},
-        "eye_closure_vs_blink": {k: _corr(m["eye_closure"], blink) for k, m in measures.items()},
-        "mouth_opening_render_vs_gt": _corr(measures["render"]["mouth_opening"],
+        "mouth_opening_vs_jaw": {k: corr(m["mouth_opening"], jaw) for k, m in measures.items()},
+        "eye_closure_vs_blink": {k: corr(m["eye_closure"], blink) for k, m in measures.items()},
+        "mouth_opening_render_vs_gt": corr(measures["render"]["mouth_opening"],
                                             measures["gt"]["mouth_opening"]),
         "per_frame": [{"source_frame": r["src"], "jaw_open": j, "blink": b,
                        "mouth_opening": {k: m["mouth_opening"][i] for k, m in measures.items()},
