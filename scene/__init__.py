@@ -15,9 +15,9 @@ from scene.cameras import (
     view_sphere,
 )
 from scene.dataset_images import load_frames, read_regions
-from utils.regions import REGION_BITS
 from scene.dataset_readers import DatasetInfo, read_dataset, read_points3d
 from scene.initialization import BodyStart, body_initial_points, carve_random_points
+from utils.regions import REGION_BITS
 
 
 class ImageStore:
