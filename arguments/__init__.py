@@ -247,6 +247,10 @@ class OptimizationParams(ParamGroup):
         True, "at each densification, prune head Gaussians outside the head's visual hull "
         "(the volume inside the head's silhouette in the training frames), which a turned "
         "view would see beside the head (false: as the paper)")
+    body_prune: bool = _opt(
+        False, "with --body_shape surface: at each densification, prune body Gaussians whose "
+        "place across the view leaves the body's silhouette in the capture camera (over the "
+        "head, where they could stand in for the face from the capture direction only)")
     lambda_face_depth: float = _opt(
         0.01, "weight of the penalty on head Gaussians more than --face_margin in front of the "
         "face mesh of transforms.json (written by tools/preprocess.py; ignored without one): "

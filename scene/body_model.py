@@ -75,12 +75,18 @@ class BodyGaussians(nn.Module):
             self.register_buffer("surface_back", torch.zeros(SURFACE_GRID, SURFACE_GRID))
             self.register_buffer("surface_box", torch.tensor([-1.0, 1.0, 1.0, -1.0]))
             self.register_buffer("ref_depth", torch.ones(()))
+            # 1 where the body's silhouette (grown by a cell) is, over the surface's grid
+            self.register_buffer("surface_inside", torch.ones(SURFACE_GRID, SURFACE_GRID))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # models saved before the back of the surface: a front surface only
         front, back = prefix + "surface", prefix + "surface_back"
         if self.shape == "surface" and front in state_dict and back not in state_dict:
             state_dict[back] = state_dict[front].clone()
+        # and before the silhouette: everywhere inside
+        inside = prefix + "surface_inside"
+        if self.shape == "surface" and front in state_dict and inside not in state_dict:
+            state_dict[inside] = torch.ones_like(state_dict[front])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -128,6 +134,8 @@ class BodyGaussians(nn.Module):
                 surface.depth if surface.back is None else surface.back))
             self.surface_box.copy_(torch.tensor(surface.box, dtype=torch.float32))
             self.ref_depth.fill_(float(ref_depth))
+            if surface.inside is not None:
+                self.surface_inside.copy_(torch.from_numpy(surface.inside.astype(np.float32)))
             ray = xyz[:, :2] / np.maximum(-xyz[:, 2:], 1e-9)  # normalised image coordinates
             xy = torch.tensor(ray * ref_depth, dtype=torch.float32, device=dev)
             side = torch.zeros(n, device=dev)
@@ -193,6 +201,20 @@ class BodyGaussians(nn.Module):
         are, in the capture camera's frame (on the side ``side`` [M], default the front)."""
         d = self.surface_depth(xy, side)
         return torch.cat([xy * (d / self.ref_depth)[:, None], -d[:, None]], dim=1)
+
+    def in_silhouette(self, xy: torch.Tensor) -> torch.Tensor:
+        """Whether positions xy [M, 2] (across the view, at the reference depth) lie inside
+        the body's silhouette in the capture camera (grown by a grid cell) -> [M] bool; all
+        True for the slab shape, which has no silhouette."""
+        if self.shape != "surface":
+            return torch.ones(xy.shape[0], dtype=torch.bool, device=xy.device)
+        box = self.surface_box
+        p = xy / self.ref_depth
+        grid = torch.stack([(p[:, 0] - box[0]) / (box[1] - box[0]) * 2 - 1,
+                            (p[:, 1] - box[2]) / (box[3] - box[2]) * 2 - 1], dim=-1)
+        v = F.grid_sample(self.surface_inside[None, None], grid[None, None], mode="nearest",
+                          padding_mode="zeros", align_corners=True)[0, 0, 0]
+        return v > 0.5
 
     def surface_normals(self, xy: torch.Tensor) -> torch.Tensor:
         """Unit normals [M, 3] of the surface at xy [M, 2], facing the camera."""

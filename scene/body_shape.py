@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import median_filter
+from scipy.ndimage import binary_dilation, median_filter
 
 SURFACE_GRID = 64  # rows and columns of the depth map
 
@@ -32,6 +32,7 @@ class BodySurface:
     depth: np.ndarray
     box: tuple[float, float, float, float]
     back: np.ndarray | None = None  # [G, G] where the rays leave the volumes (the back)
+    inside: np.ndarray | None = None  # [G, G] bool: the silhouette, grown by one cell
 
 
 def fit_body_surface(region: np.ndarray, fx: float, fy: float, cx: float, cy: float,
@@ -80,8 +81,10 @@ def fit_body_surface(region: np.ndarray, fx: float, fy: float, cx: float, cy: fl
         back = np.maximum(back, leave)
     depth = np.where(np.isfinite(depth), depth, zc)
     back = np.where(np.isfinite(back), np.maximum(back, depth), depth)
+    u_i = np.clip(u_g.astype(int), 0, w - 1)
+    inside = binary_dilation(region[v_g][:, u_i], iterations=1)
     return BodySurface(depth.astype(np.float32), _box(w, h, fx, fy, cx, cy, grid),
-                       back.astype(np.float32))
+                       back.astype(np.float32), inside)
 
 
 def _row_ellipses(part: np.ndarray, fx: float, cx: float, zc: float, half_width: float,

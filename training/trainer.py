@@ -126,7 +126,9 @@ class Trainer:
                 else None)
         self.densifier = Densifier(dcfg, self.model.num_gaussians, self.device,
                                    keep=None if hull is None else hull.inside)
-        self.body_densifier = (Densifier(dcfg, self.model.body.num_gaussians, self.device)
+        self.body_densifier = (Densifier(dcfg, self.model.body.num_gaussians, self.device,
+                                         keep=(lambda xyz: self.model.body.in_silhouette(
+                                             xyz[:, :2])) if opt.body_prune else None)
                                if self.cfg.body else None)
         self.sampler = CameraSampler(len(self.scene.train_cameras), seed)
         self.vgg, self.vgg_note = make_perceptual_loss(opt.lambda_vgg, self.device)
