@@ -179,15 +179,20 @@ class BodyGaussians(nn.Module):
         self.ref_translation.copy_(torch.tensor(h2c[:, :3, 3].mean(0), dtype=torch.float32))
         self.length.fill_(float(length))
 
+    def _grid(self, xy: torch.Tensor) -> torch.Tensor:
+        """Positions xy [M, 2] (at the reference depth) in grid_sample's coordinates of the
+        surface's maps [M, 2]."""
+        box = self.surface_box
+        p = xy / self.ref_depth
+        return torch.stack([(p[:, 0] - box[0]) / (box[1] - box[0]) * 2 - 1,
+                            (p[:, 1] - box[2]) / (box[3] - box[2]) * 2 - 1], dim=-1)
+
     def surface_depth(self, xy: torch.Tensor, side: torch.Tensor | None = None
                       ) -> torch.Tensor:
         """The surface's depth (distance along the camera's axis) [M] where positions
         xy [M, 2] (across the view, at the reference depth) are seen: on its front, or, by
         ``side`` [M] (clamped to [0, 1]), that far towards its back."""
-        box = self.surface_box
-        p = xy / self.ref_depth
-        grid = torch.stack([(p[:, 0] - box[0]) / (box[1] - box[0]) * 2 - 1,
-                            (p[:, 1] - box[2]) / (box[3] - box[2]) * 2 - 1], dim=-1)
+        grid = self._grid(xy)
         maps = self.surface[None] if side is None else torch.stack(
             [self.surface, self.surface_back])
         d = F.grid_sample(maps[None], grid[None, None], mode="bilinear",
@@ -208,12 +213,8 @@ class BodyGaussians(nn.Module):
         True for the slab shape, which has no silhouette."""
         if self.shape != "surface":
             return torch.ones(xy.shape[0], dtype=torch.bool, device=xy.device)
-        box = self.surface_box
-        p = xy / self.ref_depth
-        grid = torch.stack([(p[:, 0] - box[0]) / (box[1] - box[0]) * 2 - 1,
-                            (p[:, 1] - box[2]) / (box[3] - box[2]) * 2 - 1], dim=-1)
-        v = F.grid_sample(self.surface_inside[None, None], grid[None, None], mode="nearest",
-                          padding_mode="zeros", align_corners=True)[0, 0, 0]
+        v = F.grid_sample(self.surface_inside[None, None], self._grid(xy)[None, None],
+                          mode="nearest", padding_mode="zeros", align_corners=True)[0, 0, 0]
         return v > 0.5
 
     def surface_normals(self, xy: torch.Tensor) -> torch.Tensor:
