@@ -231,6 +231,10 @@ class OptimizationParams(ParamGroup):
         "tools/preprocess.py), normalised by their area: blinks and the lips, a small share of "
         "the frame, weigh as much as the whole frame's L1 at 1.0 (0 = off; ignored without "
         "region maps)")
+    rare_frames: float = _opt(
+        0.0, "sample training frames with rare expressions (a blink, a wide-open mouth: a "
+        "coefficient far from its usual value) up to 1 + this many times as often as the rest "
+        "(0 = every frame once per epoch, as the paper)")
     lambda_aniso: float = _opt(
         0.01, "weight of the penalty on Gaussians more than --max_aniso times longer than "
         "wide (needles along the viewing direction break up side views; 0 = off, as the "

@@ -10,16 +10,27 @@ import torch
 
 
 class CameraSampler:
-    """Visits every training camera once per epoch in a random order (seeded, resumable)."""
+    """Visits every training camera once per epoch in a random order (seeded, resumable).
 
-    def __init__(self, n: int, seed: int):
+    With ``weights`` (one per camera, e.g. :func:`rare_expression_weights`), an epoch is ``n``
+    draws with replacement in proportion to them instead: frames with rare expressions (a
+    blink, a wide-open mouth) come round more often than once per epoch."""
+
+    def __init__(self, n: int, seed: int, weights: torch.Tensor | None = None):
         self.n = n
         self.gen = torch.Generator().manual_seed(seed)
         self.order: list[int] = []
+        if weights is not None and weights.shape != (n,):
+            raise ValueError(f"CameraSampler: {tuple(weights.shape)} weights for {n} cameras")
+        self.weights = None if weights is None else weights.double().cpu()
 
     def next(self) -> int:
         if not self.order:
-            self.order = torch.randperm(self.n, generator=self.gen).tolist()
+            if self.weights is None:
+                self.order = torch.randperm(self.n, generator=self.gen).tolist()
+            else:
+                self.order = torch.multinomial(self.weights, self.n, replacement=True,
+                                               generator=self.gen).tolist()
         return self.order.pop()
 
     def state_dict(self) -> dict:
@@ -28,6 +39,33 @@ class CameraSampler:
     def load_state_dict(self, sd: dict) -> None:
         self.gen.set_state(sd["gen"])
         self.order = list(sd["order"])
+
+
+def rare_expression_weights(exps: torch.Tensor, boost: float) -> torch.Tensor:
+    """Sampling weights [N] for the expressions [N, E] of the training frames, from 1 to
+    ``1 + boost``: a frame's rarity is its largest coefficient's distance from that
+    coefficient's median in robust standard deviations; frames up to the median rarity get 1,
+    those twice as far out or further ``1 + boost``, linear between.
+
+    The spread is the median absolute deviation (scaled to a normal's standard deviation), so
+    that the rare frames themselves do not widen it; for a coefficient that rests at one value
+    in most frames (a blink) it is the standard deviation. A coefficient that never moves is
+    never rare. Relative to the median frame, the measure does not grow with the number of
+    coefficients."""
+    n = exps.shape[0]
+    if boost <= 0 or n < 2:
+        return torch.ones(n, dtype=torch.float64)
+    e = exps.double()
+    dev = (e - e.median(dim=0).values).abs()
+    floor = 1e-9 * float(e.abs().max().clamp(min=1.0))
+    mad = dev.median(dim=0).values * 1.4826
+    spread = torch.where(mad > floor, mad, e.std(dim=0))
+    moving = spread > floor
+    if not bool(moving.any()):
+        return torch.ones(n, dtype=torch.float64)
+    rarity = (dev[:, moving] / spread[moving]).max(dim=1).values
+    typical = float(rarity.median().clamp(min=1e-6))
+    return 1.0 + boost * ((rarity - typical) / typical).clamp(0.0, 1.0)
 
 
 class ScheduleClock:

@@ -44,7 +44,12 @@ from training.model_setup import build_model
 from training.optimizers import build_optimizers
 from training.regularizers import ShapeTerms, VisualHull
 from training.resume import checkpoint_state, restore_state
-from training.run_control import CameraSampler, DeferredInterrupt, ScheduleClock
+from training.run_control import (
+    CameraSampler,
+    DeferredInterrupt,
+    ScheduleClock,
+    rare_expression_weights,
+)
 from utils.errors import OptionError, TrainingDiverged
 from utils.execution import Execution, resolve_execution
 from utils.general_utils import seed_everything
@@ -130,7 +135,10 @@ class Trainer:
                                          keep=(lambda xyz: self.model.body.in_silhouette(
                                              xyz[:, :2])) if opt.body_prune else None)
                                if self.cfg.body else None)
-        self.sampler = CameraSampler(len(self.scene.train_cameras), seed)
+        self.sampler = CameraSampler(
+            len(self.scene.train_cameras), seed,
+            rare_expression_weights(torch.stack([c.exp for c in self.scene.train_cameras]),
+                                    opt.rare_frames) if opt.rare_frames > 0 else None)
         self.vgg, self.vgg_note = make_perceptual_loss(opt.lambda_vgg, self.device)
         mesh = self.scene.info.face_mesh
         face = (FaceSurface.from_mesh(mesh, self.scene.mean_campos().numpy(),
