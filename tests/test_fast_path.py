@@ -354,6 +354,31 @@ def test_graphed_loss_matches_the_eager_loss(tmp_path):
             torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-8)
 
 
+
+@pytest.mark.gpu
+def test_graphed_loss_with_alpha_and_regions_matches_the_eager_loss():
+    """The alpha and the eye-and-mouth terms in the graphed loss: the eager values and image
+    and alpha gradients, with a new region map (a new area to normalise by) at each replay."""
+    loss_fn = TrainingLoss(0.2, 0.0, None, graphs=True, lambda_alpha=0.1, lambda_regions=1.0)
+    ref_fn = TrainingLoss(0.2, 0.0, None, graphs=False, lambda_alpha=0.1, lambda_regions=1.0)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for k in range(4):
+        img = torch.rand(3, 48, 40, device="cuda", generator=gen, requires_grad=True)
+        alpha = torch.rand(1, 48, 40, device="cuda", generator=gen, requires_grad=True)
+        gt = (torch.rand(48, 40, 3, device="cuda", generator=gen) * 255).to(torch.uint8)
+        mask = (torch.rand(48, 40, device="cuda", generator=gen) * 255).to(torch.uint8)
+        regions = torch.zeros(48, 40, dtype=torch.uint8, device="cuda")
+        regions[10:14 + 3 * k, 5:30] = 1
+        fast = loss_fn(img, gt, alpha, mask, regions)
+        ref = ref_fn(img, gt, alpha, mask, regions)
+        assert "regions" in fast[1] and fast[1].keys() == ref[1].keys()
+        for key in ref[1]:
+            torch.testing.assert_close(fast[1][key], ref[1][key], rtol=1e-4, atol=1e-6)
+        ga = torch.autograd.grad(fast[0], (img, alpha))
+        gb = torch.autograd.grad(ref[0], (img, alpha))
+        for a, b in zip(ga, gb):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-8)
+
 def _check_render_networks(device: str, graphs: bool):
     from scene.rendering import RenderNetworks
 
