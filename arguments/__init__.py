@@ -111,6 +111,13 @@ class ModelParams(ParamGroup):
     init_points: int = _opt(
         10_000, "random initial Gaussians when the dataset has no points3d.ply (release: 10000)"
     )
+    head_centre: str = _opt(
+        "origin", "where the random initial head Gaussians are sought: origin = about the "
+        "point the cameras' optical axes cross, drawn towards the head frame's origin where "
+        "the axes are nearly parallel (a monocular clip: their crossing in depth rests on a few "
+        "degrees of head motion); axes = the crossing alone (before 2026-12-07: on webcam "
+        "clips it lay 0.1-0.3 in front of the head, and the head started there)",
+        choices=("origin", "axes"))
     face_init_share: float = _opt(
         0.2, "share of the initial head Gaussians placed on the face mesh of transforms.json "
         "(written by tools/preprocess.py; ignored without one) instead of at random in the "

@@ -109,16 +109,24 @@ class Scene:
                             dtype=torch.float32)
 
     # ------------------------------------------------------------------ initial points
-    def initial_points(self, num_points: int, seed: int, head_only: bool = False
-                       ) -> tuple[np.ndarray, str]:
+    def initial_points(self, num_points: int, seed: int, head_only: bool = False,
+                       centre: str = "origin") -> tuple[np.ndarray, str]:
         """Initial Gaussian centres: the dataset's points3d.ply if present, otherwise random
         points inside the cameras' view of the head (the visual hull of the masks; of the
-        parsing maps' head with ``head_only`` where every training frame has one)."""
+        parsing maps' head with ``head_only`` where every training frame has one), sought in
+        the sphere about :attr:`center` (``centre="origin"``) or about the optical axes'
+        crossing alone (``"axes"``, :func:`scene.cameras.view_sphere` without its prior)."""
         if self.info.points3d_path is not None:
             xyz = read_points3d(self.info.points3d_path)
             return xyz, f"{len(xyz)} points from {self.info.points3d_path}"
         head_only = head_only and self.has_parsing
-        xyz = carve_random_points(self.info, self.center, self.radius, num_points, seed,
+        center, radius = self.center, self.radius
+        if centre == "axes":
+            center, radius = view_sphere([f.c2w for f in self.info.train_frames],
+                                         self.info.intrinsics, prior=0.0)
+        elif centre != "origin":
+            raise ValueError(f"unknown head centre {centre!r}")
+        xyz = carve_random_points(self.info, center, radius, num_points, seed,
                                   head_only=head_only or None)
         what = "the parsing maps' head" if head_only else "the masks"
         return xyz, f"{len(xyz)} random points inside the visual hull of {what}"

@@ -124,11 +124,22 @@ def cameras_extent(c2ws: list[np.ndarray]) -> float:
     return float(1.1 * np.max(np.linalg.norm(centres - centres.mean(0), axis=1)))
 
 
-def view_sphere(c2ws: list[np.ndarray], intr: Intrinsics) -> tuple[np.ndarray, float]:
+# weight per camera of the head frame's origin in view_sphere's centre
+VIEW_SPHERE_PRIOR = 0.1
+
+
+def view_sphere(c2ws: list[np.ndarray], intr: Intrinsics, prior: float = VIEW_SPHERE_PRIOR
+                ) -> tuple[np.ndarray, float]:
     """Centre and radius of the sphere the cameras look at.
 
-    The centre is the point closest (least squares) to all optical axes; the radius is the
-    half-diagonal of the field of view at the mean distance of the cameras from that centre.
+    The centre is the point closest (least squares) to all optical axes, drawn towards the
+    head frame's origin (where trackers put the head) with the weight ``prior`` per camera: in
+    a monocular video the axes are nearly parallel, and their crossing along the viewing
+    direction rests on a few degrees of head motion (a webcam clip's put it 0.1-0.3 in front
+    of the head, where the head's first Gaussians and the body's surface would then lie);
+    across the view the axes fix it. Cameras that circle the head fix it in every direction
+    (the prior moves it an eighth of the way to the origin). The radius is the half-diagonal of
+    the field of view at the mean distance of the cameras from that centre.
     """
     a = np.zeros((3, 3))
     b = np.zeros(3)
@@ -138,10 +149,8 @@ def view_sphere(c2ws: list[np.ndarray], intr: Intrinsics) -> tuple[np.ndarray, f
         p = np.eye(3) - np.outer(d, d)
         a += p
         b += p @ o
-    if np.linalg.cond(a) < 1e8:
-        centre = np.linalg.solve(a, b)
-    else:  # all axes parallel (a single or a fixed camera): the head is at the origin
-        centre = np.zeros(3)
+    a += prior * len(c2ws) * np.eye(3)  # towards the origin (b gains prior * n * 0)
+    centre = np.linalg.solve(a, b) if len(c2ws) else np.zeros(3)
     dist = float(np.mean([np.linalg.norm(c[:3, 3] - centre) for c in c2ws]))
     half_w = intr.width / (2 * intr.fx)
     half_h = intr.height / (2 * intr.fy)
