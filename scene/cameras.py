@@ -150,7 +150,10 @@ def view_sphere(c2ws: list[np.ndarray], intr: Intrinsics, prior: float = VIEW_SP
         a += p
         b += p @ o
     a += prior * len(c2ws) * np.eye(3)  # towards the origin (b gains prior * n * 0)
-    centre = np.linalg.solve(a, b) if len(c2ws) else np.zeros(3)
+    if len(c2ws) and np.linalg.cond(a) < 1e8:
+        centre = np.linalg.solve(a, b)
+    else:  # no prior and all axes parallel (a single or a fixed camera): the origin
+        centre = np.zeros(3)
     dist = float(np.mean([np.linalg.norm(c[:3, 3] - centre) for c in c2ws]))
     half_w = intr.width / (2 * intr.fx)
     half_h = intr.height / (2 * intr.fy)

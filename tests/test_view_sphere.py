@@ -9,21 +9,9 @@ import pytest
 
 from scene.cameras import view_sphere
 from scene.dataset_readers import Intrinsics
+from tests.helpers import look_at_c2w
 
 INTR = Intrinsics(width=256, height=256, fx=300.0, fy=300.0, cx=128.0, cy=128.0)
-
-
-def _camera(position, target) -> np.ndarray:
-    """OpenGL camera-to-world at ``position`` looking at ``target`` (y up)."""
-    pos, tgt = np.asarray(position, float), np.asarray(target, float)
-    back = pos - tgt
-    back /= np.linalg.norm(back)  # OpenGL cameras look down -z
-    right = np.cross([0.0, 1.0, 0.0], back)
-    right /= np.linalg.norm(right)
-    up = np.cross(back, right)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, back, pos
-    return c2w
 
 
 def _webcam(crossing, yaw_deg=3.0, n=40, distance=0.7):
@@ -33,7 +21,7 @@ def _webcam(crossing, yaw_deg=3.0, n=40, distance=0.7):
     for k in range(n):
         yaw = math.radians(yaw_deg * math.sin(2 * math.pi * k / n))
         pos = distance * np.array([math.sin(yaw), 0.0, math.cos(yaw)])
-        cams.append(_camera(pos, crossing))
+        cams.append(look_at_c2w(pos, crossing))
     return cams
 
 
@@ -49,7 +37,7 @@ def test_a_monocular_clip_centres_on_the_head_not_on_the_axes_crossing():
 
 def test_cameras_that_circle_a_point_still_find_it():
     target = np.array([0.05, -0.02, 0.03])
-    cams = [_camera(target + 0.6 * np.array([math.sin(a), 0.3 * math.cos(3 * a), math.cos(a)]),
+    cams = [look_at_c2w(target + 0.6 * np.array([math.sin(a), 0.3 * math.cos(3 * a), math.cos(a)]),
                     target) for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)]
     centre, _ = view_sphere(cams, INTR)
     # drawn towards the origin by at most an eighth or so of the way
