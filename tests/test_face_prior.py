@@ -46,9 +46,11 @@ def test_the_surface_faces_the_camera_and_penalises_only_what_lies_in_front():
     x = floater.clone().requires_grad_(True)
     face.front_penalty(x).backward()
     assert x.grad[0, 2] > 0 and abs(x.grad[0, 0]) < 0.1 * x.grad[0, 2]  # along the normal
-    # a subset is drawn where there are more points than the sample
-    many = floater.repeat(100, 1)
-    assert face.front_penalty(many, sample=10).item() == pytest.approx(4.0, rel=0.05)
+    # weighted rows (the CUDA-graphed step's padding): only the weighted rows count
+    rows = torch.cat([floater, on, floater])
+    w = torch.tensor([0.5, 0.5, 0.0])
+    assert face.front_penalty(rows, w).item() == pytest.approx(
+        0.5 * face.front_penalty(floater).item())
     assert face.front_penalty(torch.zeros(0, 3)).item() == 0.0
 
 

@@ -25,7 +25,6 @@ import torch
 from scipy.spatial import cKDTree
 
 NEIGHBOURS = 10  # landmarks per normal estimate
-SAMPLE = 8192  # Gaussians per step that the penalty looks at (a random subset)
 
 
 class FaceSurface:
@@ -68,19 +67,17 @@ class FaceSurface:
         across = (d - along[:, None] * self.normals[nearest]).norm(dim=-1)
         return along, across
 
-    def front_penalty(self, xyz: torch.Tensor, generator: torch.Generator | None = None,
-                      sample: int = SAMPLE) -> torch.Tensor:
-        """Mean over (a random subset of ``sample`` of) the points [M, 3] of the squared
-        distance beyond the margin in front of the face, for points laterally over it; the
-        distance is in units of the margin."""
-        if xyz.shape[0] == 0:
-            return xyz.sum()
-        if xyz.shape[0] > sample:
-            pick = torch.randperm(xyz.shape[0], generator=generator, device="cpu")[:sample]
-            xyz = xyz[pick.to(xyz.device)]
+    def front_penalty(self, xyz: torch.Tensor, weights: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """Mean over the points [M, 3] (or their sum weighted by ``weights`` [M]) of the
+        squared distance beyond the margin in front of the face, for points laterally over it;
+        the distance is in units of the margin."""
         along, across = self.offsets(xyz)
         over = (across <= self.reach).float()
-        return (over * torch.relu(along / self.margin - 1.0) ** 2).mean()
+        pen = over * torch.relu(along / self.margin - 1.0) ** 2
+        if weights is not None:
+            return (pen * weights).sum()
+        return pen.mean() if xyz.shape[0] else xyz.sum()
 
     def surface_points(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` points [n, 3] on the face: at random landmarks, moved across the surface by up

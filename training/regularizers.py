@@ -27,31 +27,37 @@ from scene.dataset_images import read_silhouette
 from utils.graphics_utils import GL_TO_CV, quat_to_rotmat
 
 
-def anisotropy_penalty(log_scales: torch.Tensor, max_ratio: float) -> torch.Tensor:
+def _mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean of values [N], or their sum weighted by ``weights`` [N] (the CUDA-graphed
+    step's padded rows: 1/n on the n real rows, 0 on the padding)."""
+    if weights is None:
+        return values.mean() if values.shape[0] else values.sum()
+    return (values * weights).sum()
+
+
+def anisotropy_penalty(log_scales: torch.Tensor, max_ratio: float,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over Gaussians [N, 3] of how far the log-ratio of the largest to the smallest
-    scale exceeds log(max_ratio) (0 for none)."""
-    if log_scales.shape[0] == 0:
-        return log_scales.sum()
+    scale exceeds log(max_ratio) (0 for none); ``weights`` as :func:`_mean`."""
     spread = log_scales.amax(dim=1) - log_scales.amin(dim=1)
-    return torch.relu(spread - float(torch.log(torch.tensor(max_ratio)))).mean()
+    return _mean(torch.relu(spread - math.log(max_ratio)), weights)
 
 
 def view_extent_penalty(means: torch.Tensor, rotations: torch.Tensor, log_scales: torch.Tensor,
-                        eye: torch.Tensor, max_ratio: float) -> torch.Tensor:
+                        eye: torch.Tensor, max_ratio: float,
+                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over Gaussians of how far log(sigma_along / sigma_across) exceeds log(max_ratio):
     sigma_along is the standard deviation along the line from ``eye`` [3] to the Gaussian's
     centre (means [N, 3]; rotations [N, 4] quaternions; log_scales [N, 3]), sigma_across the
     root mean of the variances of the two directions across it. A sphere has the ratio 1, a
-    disc facing the eye 0, a sheet edge-on sqrt(2)."""
-    if means.shape[0] == 0:
-        return log_scales.sum()
+    disc facing the eye 0, a sheet edge-on sqrt(2). ``weights`` as :func:`_mean`."""
     view = torch.nn.functional.normalize(means.detach() - eye, dim=-1)
     local = (quat_to_rotmat(rotations).transpose(-1, -2) @ view[..., None])[..., 0]
     var = torch.exp(2.0 * log_scales)
     along = (var * local ** 2).sum(-1)
     across = ((var.sum(-1) - along) / 2).clamp_min(1e-20)
     ratio = 0.5 * torch.log(along.clamp_min(1e-20) / across)
-    return torch.relu(ratio - math.log(max_ratio)).mean()
+    return _mean(torch.relu(ratio - math.log(max_ratio)), weights)
 
 
 class ShapeTerms:
@@ -65,26 +71,46 @@ class ShapeTerms:
         self.lambda_view, self.max_view_ratio = lambda_view, max_view_ratio
         self.lambda_face, self.face = lambda_face, face
 
+    @property
+    def active(self) -> bool:
+        return bool(self.names())
+
+    def names(self, model=None) -> list[str]:
+        """The terms' names, in the order :meth:`weighted` computes them."""
+        return ((["aniso"] if self.lambda_aniso > 0 else [])
+                + (["view_extent"] if self.lambda_view > 0 else [])
+                + (["face_depth"] if self.lambda_face > 0 and self.face is not None else []))
+
     def __call__(self, model, campos: torch.Tensor) -> dict[str, torch.Tensor]:
         """``model``: the GaussianHead (head and body); campos [3]: the capture camera's centre
         in the head's frame (the body's Gaussians are seen from their frame's origin)."""
-        sets = [model] + ([model.body] if model.body is not None else [])
+        return self.weighted(model.per_gaussian(), model.body, campos)
+
+    def weighted(self, head: dict[str, torch.Tensor], body, campos: torch.Tensor,
+                 head_w: torch.Tensor | None = None, body_w: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
+        """The terms for the head's per-Gaussian tensors ``head`` (xyz, rotation, scaling) and
+        the body (a :class:`scene.body_model.BodyGaussians` or None); each mean over a set's
+        Gaussians is taken with its rows' weights (:func:`_mean`) where given."""
         terms = {}
         if self.lambda_aniso > 0:
-            terms["aniso"] = self.lambda_aniso * sum(
-                anisotropy_penalty(s.scaling, self.max_aniso) for s in sets)
+            aniso = anisotropy_penalty(head["scaling"], self.max_aniso, head_w)
+            if body is not None:
+                aniso = aniso + anisotropy_penalty(body.scaling, self.max_aniso, body_w)
+            terms["aniso"] = self.lambda_aniso * aniso
         if self.lambda_view > 0:
-            view = view_extent_penalty(model.xyz, model.rotation, model.scaling, campos,
-                                       self.max_view_ratio)
-            if model.body is not None:
-                b = model.body
+            view = view_extent_penalty(head["xyz"], head["rotation"], head["scaling"], campos,
+                                       self.max_view_ratio, head_w)
+            if body is not None:
+                b = body
                 body_means = (b.on_surface(b.xyz[:, :2], b.xyz[:, 2]) if b.shape == "surface"
                               else b.xyz)
                 view = view + view_extent_penalty(body_means, b.rotation, b.scaling,
-                                                  torch.zeros_like(campos), self.max_view_ratio)
+                                                  torch.zeros_like(campos), self.max_view_ratio,
+                                                  body_w)
             terms["view_extent"] = self.lambda_view * view
         if self.lambda_face > 0 and self.face is not None:
-            terms["face_depth"] = self.lambda_face * self.face.front_penalty(model.xyz)
+            terms["face_depth"] = self.lambda_face * self.face.front_penalty(head["xyz"], head_w)
         return terms
 
 

@@ -156,7 +156,8 @@ class Trainer:
                                     opt.lambda_alpha if self.use_alpha else 0.0,
                                     lambda_regions=opt.lambda_regions if self.use_regions
                                     else 0.0)
-        self.frame_networks = FrameNetworks(self.model, self.execution.graphs)
+        self.frame_networks = FrameNetworks(self.model, self.execution.graphs,
+                                            shape=self.shape_terms)
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
         self.start_iteration = 1
         self.train_seconds = 0.0  # in training steps (a resumed run's includes the earlier)
@@ -226,10 +227,11 @@ class Trainer:
         cam = self.scene.train_cameras[self.sampler.next()]
         _, _, campos, exp = cam.tensors(self.device, self.model.centred_principal_point)
         with phase("networks forward"):
-            # padded and CUDA-graphed on the fast path; the arithmetic of model.derive
-            g = self.frame_networks(exp, campos, deform=self._deforms(iteration, pos))
-            n_head = g.means.shape[0]
-            g = self.model.with_body(g, cam.capture(self.device))
+            # padded and CUDA-graphed on the fast path; the arithmetic of model.derive and
+            # model.with_body, and the shape penalties of the canonical Gaussians
+            g, shape = self.frame_networks.frame(exp, campos, self._deforms(iteration, pos),
+                                                 cam.capture(self.device))
+            n_head = self.model.num_gaussians
         with phase("rasterization forward"):
             out = render_view(self.model, g, cam, self.background, self.backend)
         with phase("loss forward"):
@@ -238,7 +240,6 @@ class Trainer:
             regions = store.regions[cam.image_slot] if self.use_regions else None
             loss, terms = self.loss_fn(out.image, store.images[cam.image_slot], out.alpha, mask,
                                        regions)
-            shape = self.shape_terms(self.model, campos)
             if shape:
                 loss = loss + sum(shape.values())
                 terms = {**terms, **shape, "total": loss}
