@@ -13,8 +13,8 @@ that stay fixed for many iterations, so their forward and backward passes are ca
   1200 small operations per step, more host time than the GPU needs for the whole step. The
   numbers of Gaussians change at every densification, so the head's and the body's per-Gaussian
   tensors are each padded up to a multiple of ``bucket`` rows (padding rows are unit quaternions
-  at the head's centre, or tiny transparent discs on the body's front; their outputs are dropped
-  and the penalties weigh them 0, so they contribute nothing to any gradient). The graph is
+  at the head's centre, or at the middle of the body's front; their outputs are dropped and the
+  penalties weigh them 0, so they contribute nothing to any gradient). The graph is
   captured again only when a count grows past its capacity or shrinks by two buckets or more,
   when the deformation network is switched on, or when the precision (autocast dtype) changes.
 - the loss (:class:`training.losses.TrainingLoss`): L1, SSIM and the VGG term for one frame.
@@ -165,7 +165,7 @@ class FrameNetworks:
         if m is not None:
             b_unit = torch.zeros(body_cap, 4, device=dev)
             b_unit[:, 0] = 1.0
-            # at the middle of the image on the body's front, tiny, transparent
+            # at the middle of the image on the body's front (outputs dropped, weight 0)
             self._body_pad = {"xyz": torch.zeros(body_cap, 3, device=dev), "rotation": b_unit,
                               "scaling": torch.zeros(body_cap, 3, device=dev),
                               "color": torch.zeros(body_cap, 3, device=dev),
