@@ -233,58 +233,6 @@ def _cpu_trainer(root, data, graphs: bool, **options):
     return t
 
 
-def test_padded_frame_step_matches_the_body_and_shape_terms_of_the_eager_step(tmp_path):
-    """FrameNetworks.frame with padding (the graphed step's arithmetic: the body's tensors
-    padded too, the shape penalties as weighted sums over the real rows) gives what the eager
-    step computes (model.with_body(model.derive(...)) and ShapeTerms): the joined Gaussians,
-    every penalty, and the gradient of every parameter, the body's included."""
-    from tests.helpers import edit_transforms
-    from tools.make_synthetic import make_synthetic
-
-    data = make_synthetic(tmp_path / "data", frames=8, res=24, seed=1)  # a head on a body
-    t_ = np.linspace(-0.6, 0.6, 8) * 0.1
-    x, y = np.meshgrid(t_, t_)
-    cap = np.stack([x.ravel(), y.ravel(), np.sqrt(0.01 - x.ravel() ** 2 - y.ravel() ** 2)], 1)
-    edit_transforms(data, lambda m: m.update(face_mesh=cap.round(5).tolist()))
-    t = _cpu_trainer(tmp_path / "run", data, graphs=False, lambda_face_depth=1.0)
-    m = t.model
-    assert m.body is not None and m.body.num_gaussians > 0
-    names = t.shape_terms.names(m)
-    assert names == ["aniso", "view_extent", "face_depth"]
-    with torch.no_grad():  # move some Gaussians in front of the face and stretch others
-        m.xyz[:20] = torch.tensor([0.0, 0.0, 0.13]) + 0.01 * torch.randn(20, 3)
-        m.scaling[20:40, 2] += 3.0
-        m.body.scaling[:10, 0] += 3.0
-    cam = t.scene.train_cameras[0]
-    _, _, campos, exp = cam.tensors("cpu")
-    capture = cam.capture("cpu")
-    results = []
-    for pad in (False, True):
-        fn = FrameNetworks(m, graphs=False, bucket=64, pad=pad, shape=t.shape_terms)
-        m.zero_grad(set_to_none=True)
-        g, terms = fn.frame(exp, campos, True, capture)
-        assert list(terms) == names
-        if pad:
-            assert fn._key[0] > m.num_gaussians and fn._key[1] > m.body.num_gaussians
-        gen = torch.Generator().manual_seed(3)
-        loss = sum((getattr(g, k) * torch.randn(getattr(g, k).shape, generator=gen)).sum()
-                   for k in KEYS) + sum(terms.values())
-        loss.backward()
-        results.append(({k: getattr(g, k).detach() for k in KEYS},
-                        {k: v.detach() for k, v in terms.items()},
-                        {k: p.grad.clone() for k, p in m.named_parameters()
-                         if p.grad is not None}))
-    (g_a, t_a, grad_a), (g_b, t_b, grad_b) = results
-    for k in KEYS:
-        torch.testing.assert_close(g_b[k], g_a[k], atol=1e-6, rtol=1e-5)
-    for k in names:
-        assert float(t_a[k]) > 0
-        torch.testing.assert_close(t_b[k], t_a[k], atol=1e-7, rtol=1e-5)
-    assert grad_a.keys() == grad_b.keys() and any(k.startswith("body.") for k in grad_a)
-    for k in grad_a:
-        torch.testing.assert_close(grad_b[k], grad_a[k], atol=1e-6, rtol=1e-4, msg=k)
-
-
 def test_emulated_cuda_graphs_train_exactly_like_the_eager_code(tmp_path, monkeypatch):
     """Whole training runs of a head on a body (deformation switched on, densification
     growing and pruning the sets, recaptures; the body and the shape penalties in the graph)
