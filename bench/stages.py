@@ -46,11 +46,14 @@ def stage_split(t: Trainer, iteration: int, repeat: int = 20) -> dict:
     out["tri-plane + decoders (fwd+bwd)"]["flop"] = 3 * 2 * n * dec
     out["tri-plane + decoders (fwd+bwd)"]["bytes"] = 4 * n * (3 + 16 + 4 * 12 * 8 + 49)
 
+    capture = cam.capture(dev)
+
     def networks_fb():
         m.zero_grad(set_to_none=True)  # a graphed forward refuses to accumulate gradients
-        g = t.frame_networks(exp, campos, deform=True)
-        sum(getattr(g, k).sum() for k in ("means", "quats", "scales", "opacities", "sh")
-            ).backward()
+        # as the training step runs it: the head's networks, the body and the shape penalties
+        g, terms = t.frame_networks.frame(exp, campos, True, capture)
+        (sum(getattr(g, k).sum() for k in ("means", "quats", "scales", "opacities", "sh"))
+         + sum(terms.values(), torch.zeros((), device=dev))).backward()
 
     out["per-frame networks as trained (fwd+bwd)"] = {"s": timer(networks_fb, repeat)}
 
