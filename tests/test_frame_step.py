@@ -26,7 +26,7 @@ def test_padded_frame_step_matches_the_body_and_shape_terms_of_the_eager_step(tm
     t = _cpu_trainer(tmp_path / "run", data, graphs=False, lambda_face_depth=1.0)
     m = t.model
     assert m.body is not None and m.body.num_gaussians > 0
-    names = t.shape_terms.names(m)
+    names = t.shape_terms.names()
     assert names == ["aniso", "view_extent", "face_depth"]
     with torch.no_grad():  # move some Gaussians in front of the face and stretch others
         m.xyz[:20] = torch.tensor([0.0, 0.0, 0.13]) + 0.01 * torch.randn(20, 3)

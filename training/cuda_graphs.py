@@ -263,12 +263,11 @@ class FrameNetworks:
             args += self._body_padded(m, body_cap)
         outs = self._fn(*args, *self._params)
         head = [v[:n] for v in outs[:len(OUTPUTS)]]
-        g = FrameGaussians(**dict(zip(OUTPUTS, head)))
-        if m is not None:
+        if m is not None:  # the body's rows after the head's, as model.with_body joins them
             body = outs[len(OUTPUTS):2 * len(OUTPUTS)]
-            g = FrameGaussians(**{k: torch.cat([h, b[:m]])
-                                  for k, h, b in zip(OUTPUTS, head, body)})
+            head = [torch.cat([h, b[:m]]) for h, b in zip(head, body)]
+        g = FrameGaussians(**dict(zip(OUTPUTS, head)))
         terms = {}
         if self.shape is not None:
-            terms = dict(zip(self.shape.names(model), outs[-1].unbind()))
+            terms = dict(zip(self.shape.names(), outs[-1].unbind()))
         return g, terms

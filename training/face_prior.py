@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from training.regularizers import weighted_mean
+
 NEIGHBOURS = 10  # landmarks per normal estimate
 
 
@@ -74,10 +76,7 @@ class FaceSurface:
         the distance is in units of the margin."""
         along, across = self.offsets(xyz)
         over = (across <= self.reach).float()
-        pen = over * torch.relu(along / self.margin - 1.0) ** 2
-        if weights is not None:
-            return (pen * weights).sum()
-        return pen.mean() if xyz.shape[0] else xyz.sum()
+        return weighted_mean(over * torch.relu(along / self.margin - 1.0) ** 2, weights)
 
     def surface_points(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` points [n, 3] on the face: at random landmarks, moved across the surface by up

@@ -27,7 +27,7 @@ from scene.dataset_images import read_silhouette
 from utils.graphics_utils import GL_TO_CV, quat_to_rotmat
 
 
-def _mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
     """The mean of values [N], or their sum weighted by ``weights`` [N] (the CUDA-graphed
     step's padded rows: 1/n on the n real rows, 0 on the padding)."""
     if weights is None:
@@ -38,9 +38,9 @@ def _mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
 def anisotropy_penalty(log_scales: torch.Tensor, max_ratio: float,
                        weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over Gaussians [N, 3] of how far the log-ratio of the largest to the smallest
-    scale exceeds log(max_ratio) (0 for none); ``weights`` as :func:`_mean`."""
+    scale exceeds log(max_ratio) (0 for none); ``weights`` as :func:`weighted_mean`."""
     spread = log_scales.amax(dim=1) - log_scales.amin(dim=1)
-    return _mean(torch.relu(spread - math.log(max_ratio)), weights)
+    return weighted_mean(torch.relu(spread - math.log(max_ratio)), weights)
 
 
 def view_extent_penalty(means: torch.Tensor, rotations: torch.Tensor, log_scales: torch.Tensor,
@@ -50,14 +50,14 @@ def view_extent_penalty(means: torch.Tensor, rotations: torch.Tensor, log_scales
     sigma_along is the standard deviation along the line from ``eye`` [3] to the Gaussian's
     centre (means [N, 3]; rotations [N, 4] quaternions; log_scales [N, 3]), sigma_across the
     root mean of the variances of the two directions across it. A sphere has the ratio 1, a
-    disc facing the eye 0, a sheet edge-on sqrt(2). ``weights`` as :func:`_mean`."""
+    disc facing the eye 0, a sheet edge-on sqrt(2). ``weights`` as :func:`weighted_mean`."""
     view = torch.nn.functional.normalize(means.detach() - eye, dim=-1)
     local = (quat_to_rotmat(rotations).transpose(-1, -2) @ view[..., None])[..., 0]
     var = torch.exp(2.0 * log_scales)
     along = (var * local ** 2).sum(-1)
     across = ((var.sum(-1) - along) / 2).clamp_min(1e-20)
     ratio = 0.5 * torch.log(along.clamp_min(1e-20) / across)
-    return _mean(torch.relu(ratio - math.log(max_ratio)), weights)
+    return weighted_mean(torch.relu(ratio - math.log(max_ratio)), weights)
 
 
 class ShapeTerms:
@@ -75,7 +75,7 @@ class ShapeTerms:
     def active(self) -> bool:
         return bool(self.names())
 
-    def names(self, model=None) -> list[str]:
+    def names(self) -> list[str]:
         """The terms' names, in the order :meth:`weighted` computes them."""
         return ((["aniso"] if self.lambda_aniso > 0 else [])
                 + (["view_extent"] if self.lambda_view > 0 else [])
@@ -91,7 +91,7 @@ class ShapeTerms:
                  ) -> dict[str, torch.Tensor]:
         """The terms for the head's per-Gaussian tensors ``head`` (xyz, rotation, scaling) and
         the body (a :class:`scene.body_model.BodyGaussians` or None); each mean over a set's
-        Gaussians is taken with its rows' weights (:func:`_mean`) where given."""
+        Gaussians is taken with its rows' weights (:func:`weighted_mean`) where given."""
         terms = {}
         if self.lambda_aniso > 0:
             aniso = anisotropy_penalty(head["scaling"], self.max_aniso, head_w)
