@@ -270,6 +270,11 @@ class OptimizationParams(ParamGroup):
     face_margin: float = _opt(
         0.1, "how far in front of the face mesh a Gaussian may lie unpenalised, as a fraction "
         "of the head's radius (room for hair over the forehead and for glasses)")
+    lambda_offset: float = _opt(
+        0.0, "weight of the mean length of the deformation's position offsets, in head radii "
+        "(holds still what the expressions need not move: hair, ears, the head's sides, "
+        "which a free deformation moves frame by frame to hide wrong depth from the capture "
+        "camera; 0 = off, as the paper)")
     percent_dense: float = _opt(0.01, "split above / clone below this fraction of the extent")
     densification_interval: int = _opt(100, "densify every N iterations")
     densify_from_iter: int = _opt(500, "first densification iteration")

@@ -84,7 +84,8 @@ class _FrameModule(nn.Module):
             b = body.frames(capture[None])
             out += tuple(b[k][0] for k in OUTPUTS)
         if self._shape is not None:
-            terms = self._shape.weighted(tensors, body, campos, head_w, body_w)
+            terms = self._shape.weighted(tensors, body, campos, head_w, body_w,
+                                         means=g.means[0] if self.use_deform else None)
             out += (torch.stack(list(terms.values())),)
         return out
 
@@ -250,8 +251,10 @@ class FrameNetworks:
         [4, 4]: the frame's capture camera-to-head matrix."""
         model = self.model
         if not self.pad:
-            g = model.with_body(model.derive(exp if deform else None, campos), capture)
-            return g, ({} if self.shape is None else self.shape(model, campos))
+            head = model.derive(exp if deform else None, campos)
+            g = model.with_body(head, capture)
+            return g, ({} if self.shape is None else
+                       self.shape(model, campos, head.means if deform else None))
         self._check_gradients()
         n = model.num_gaussians
         m = None if model.body is None else model.body.num_gaussians

@@ -60,16 +60,30 @@ def view_extent_penalty(means: torch.Tensor, rotations: torch.Tensor, log_scales
     return weighted_mean(torch.relu(ratio - math.log(max_ratio)), weights)
 
 
+def offset_penalty(means: torch.Tensor, xyz: torch.Tensor, radius: float,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over Gaussians of the length of the deformation's offset (a frame's ``means`` [N, 3]
+    minus the canonical ``xyz`` [N, 3]) in units of the head's ``radius``; ``weights`` as
+    :func:`weighted_mean`. Its gradient has the same size for every moved Gaussian, so it
+    holds still what the expressions need not move (hair, ears, the back of the head) and
+    leaves the mouth and eyes the offsets the images ask for."""
+    d = means - xyz
+    length = torch.sqrt((d * d).sum(-1) + 1e-12) / radius
+    return weighted_mean(length, weights)
+
+
 class ShapeTerms:
     """The shape penalties of a training step, weighted, by name (none with zero weights)."""
 
     def __init__(self, lambda_aniso: float, max_aniso: float, lambda_view: float,
-                 max_view_ratio: float, lambda_face: float = 0.0, face=None):
+                 max_view_ratio: float, lambda_face: float = 0.0, face=None,
+                 lambda_offset: float = 0.0, radius: float = 1.0):
         """``face``: a :class:`training.face_prior.FaceSurface` for ``lambda_face`` (the term is
-        off without one)."""
+        off without one); ``radius``: the head's, the unit of ``lambda_offset``'s term."""
         self.lambda_aniso, self.max_aniso = lambda_aniso, max_aniso
         self.lambda_view, self.max_view_ratio = lambda_view, max_view_ratio
         self.lambda_face, self.face = lambda_face, face
+        self.lambda_offset, self.radius = lambda_offset, float(radius)
 
     @property
     def active(self) -> bool:
@@ -79,19 +93,24 @@ class ShapeTerms:
         """The terms' names, in the order :meth:`weighted` computes them."""
         return ((["aniso"] if self.lambda_aniso > 0 else [])
                 + (["view_extent"] if self.lambda_view > 0 else [])
-                + (["face_depth"] if self.lambda_face > 0 and self.face is not None else []))
+                + (["face_depth"] if self.lambda_face > 0 and self.face is not None else [])
+                + (["offset"] if self.lambda_offset > 0 else []))
 
-    def __call__(self, model, campos: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, model, campos: torch.Tensor, means: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
         """``model``: the GaussianHead (head and body); campos [3]: the capture camera's centre
-        in the head's frame (the body's Gaussians are seen from their frame's origin)."""
-        return self.weighted(model.per_gaussian(), model.body, campos)
+        in the head's frame (the body's Gaussians are seen from their frame's origin);
+        ``means``: the head's deformed positions of the frame (None before the deformation is
+        on)."""
+        return self.weighted(model.per_gaussian(), model.body, campos, means=means)
 
     def weighted(self, head: dict[str, torch.Tensor], body, campos: torch.Tensor,
-                 head_w: torch.Tensor | None = None, body_w: torch.Tensor | None = None
-                 ) -> dict[str, torch.Tensor]:
+                 head_w: torch.Tensor | None = None, body_w: torch.Tensor | None = None,
+                 means: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The terms for the head's per-Gaussian tensors ``head`` (xyz, rotation, scaling) and
         the body (a :class:`scene.body_model.BodyGaussians` or None); each mean over a set's
-        Gaussians is taken with its rows' weights (:func:`weighted_mean`) where given."""
+        Gaussians is taken with its rows' weights (:func:`weighted_mean`) where given.
+        ``means``: the head's positions in the frame (the offset term is 0 without them)."""
         terms = {}
         if self.lambda_aniso > 0:
             aniso = anisotropy_penalty(head["scaling"], self.max_aniso, head_w)
@@ -111,6 +130,10 @@ class ShapeTerms:
             terms["view_extent"] = self.lambda_view * view
         if self.lambda_face > 0 and self.face is not None:
             terms["face_depth"] = self.lambda_face * self.face.front_penalty(head["xyz"], head_w)
+        if self.lambda_offset > 0:
+            terms["offset"] = (self.lambda_offset * offset_penalty(means, head["xyz"],
+                                                                   self.radius, head_w)
+                               if means is not None else head["xyz"].new_zeros(()))
         return terms
 
 
