@@ -133,6 +133,11 @@ class ModelParams(ParamGroup):
         True, "the deformation network also changes each Gaussian's opacity and colour with "
         "the expression (blinks, lips, the inside of the mouth); false: the paper's offsets of "
         "position, rotation and scale only")
+    deform_start: str = _opt(
+        "random", "the deformation network's position, rotation and scale outputs at the "
+        "start: random (as the paper: switched on after the warm-up, it moves every Gaussian "
+        "by a random offset, some 7%% of the head's radius) or identity (zero outputs: the "
+        "warm-up's Gaussians stay where they are)", choices=("random", "identity"))
     body: bool = _opt(
         True, "model the neck and torso as Gaussians in the capture camera's frame, moved by "
         "the head pose (the body does not follow the head in the data); ignored with "

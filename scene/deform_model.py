@@ -101,6 +101,15 @@ class DeformNetwork(nn.Module):
                 nn.init.zeros_(head.bias)
         self.fused = fused
 
+    @torch.no_grad()
+    def start_as_identity(self) -> None:
+        """Zero the heads of the position, rotation and scale offsets: the network starts as
+        the identity (the canonical Gaussians unmoved) instead of a random offset of every
+        Gaussian when it is switched on after the warm-up."""
+        for head in (self.gaussian_warp, self.gaussian_rotation, self.gaussian_scaling):
+            head.weight.zero_()
+            head.bias.zero_()
+
     def _heads(self) -> tuple[nn.Linear, ...]:
         heads = (self.gaussian_warp, self.gaussian_rotation, self.gaussian_scaling)
         if self.residuals:

@@ -209,3 +209,20 @@ def test_body_colour_initialisation():
     b.init_from_points(np.array([[0.0, 0.0, -0.5], [0.01, 0.0, -0.5]]), rgb,
                        np.eye(4)[None], length=0.1)
     torch.testing.assert_close(b.color * C0 + 0.5, torch.tensor(rgb, dtype=torch.float32))
+
+
+def test_identity_start_leaves_the_canonical_gaussians_in_place_and_still_learns():
+    """--deform_start identity: zero position, rotation and scale offsets for any input (the
+    residual heads start at zero either way), and gradients still reach the heads."""
+    from scene.deform_model import DeformNetwork
+
+    torch.manual_seed(0)
+    net = DeformNetwork(exp_dim=5, depth=4, width=32, residuals=True)
+    x, e = torch.randn(50, 3), torch.randn(5)
+    assert net(x, e)[0].abs().max() > 1e-3  # random by default, as the paper
+    net.start_as_identity()
+    outs = net(x, e)
+    for o in outs:
+        assert torch.count_nonzero(o) == 0
+    sum(o.sum() for o in outs[:3]).backward()
+    assert net.gaussian_warp.weight.grad.abs().sum() > 0

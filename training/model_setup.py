@@ -41,6 +41,8 @@ def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: 
     model = GaussianHead(cfg, autocast_dtype=execution.autocast_dtype,
                          fused=execution.fused).to(execution.device)
     model.init_from_points(xyz, torch.Generator().manual_seed(seed))
+    if data.deform_start == "identity":
+        model.deform.start_as_identity()
     if cfg.body:
         start = scene.body_points(xyz, data.body_points, seed, data.body_shape,
                                   data.body_depth_ratio, data.body_depth_offset,
