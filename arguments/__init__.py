@@ -275,6 +275,16 @@ class OptimizationParams(ParamGroup):
     face_margin: float = _opt(
         0.1, "how far in front of the face mesh a Gaussian may lie unpenalised, as a fraction "
         "of the head's radius (room for hair over the forehead and for glasses)")
+    lambda_virtual_depth: float = _opt(
+        0.0, "weight of the depth roughness of the head rendered from a turned camera (the "
+        "training camera orbited by up to --virtual_yaw degrees): smooth depth inside the "
+        "head's outline where no image says anything, against flakes, rims and holes in "
+        "turned views (0 = off, as the paper)")
+    virtual_yaw: float = _opt(35.0, "largest yaw (degrees) of the turned camera of "
+                              "--lambda_virtual_depth; drawn from a third of it to all of it")
+    virtual_scale: float = _opt(0.5, "size of the turned camera's image as a fraction of the "
+                                "training image's")
+    virtual_every: int = _opt(1, "render the turned camera every N iterations")
     lambda_offset: float = _opt(
         0.0, "weight of the mean length of the deformation's position offsets, in head radii "
         "(holds still what the expressions need not move: hair, ears, the head's sides, "

@@ -17,6 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -24,7 +25,7 @@ from arguments import ModelParams, OptimizationParams, PipelineParams
 from gaussian_renderer import RenderOutput, means2d_grad
 from scene import Scene
 from scene.cameras import Camera
-from scene.gaussian_model import SH_DEGREE_INTERVAL
+from scene.gaussian_model import SH_DEGREE_INTERVAL, FrameGaussians
 from scene.rendering import colour_viewpoint, render_view
 from scene.run_folder import (
     CHECKPOINT,
@@ -50,6 +51,7 @@ from training.run_control import (
     ScheduleClock,
     rare_expression_weights,
 )
+from training.virtual_views import VirtualViews
 from utils.errors import OptionError, TrainingDiverged
 from utils.execution import Execution, resolve_execution
 from utils.general_utils import seed_everything
@@ -157,6 +159,10 @@ class Trainer:
                                     opt.lambda_alpha if self.use_alpha else 0.0,
                                     lambda_regions=opt.lambda_regions if self.use_regions
                                     else 0.0)
+        self.virtual = (VirtualViews(opt.virtual_yaw, opt.virtual_scale,
+                                     np.asarray(self.cfg.center, dtype=np.float64),
+                                     self.cfg.radius, seed)
+                        if opt.lambda_virtual_depth > 0 else None)
         self.frame_networks = FrameNetworks(self.model, self.execution.graphs,
                                             shape=self.shape_terms)
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
@@ -244,6 +250,16 @@ class Trainer:
             if shape:
                 loss = loss + sum(shape.values())
                 terms = {**terms, **shape, "total": loss}
+        if self.virtual is not None and iteration % o.virtual_every == 0:
+            with phase("virtual view"):
+                # the frame's head Gaussians from a turned camera: smooth depth asked of it
+                head = FrameGaussians(**{k: None if v is None else v[:n_head]
+                                         for k, v in vars(g).items()})
+                view = render_view(self.model, head, self.virtual.camera(cam), self.background,
+                                   self.backend)
+                virtual = o.lambda_virtual_depth * self.virtual.loss(view)
+                loss = loss + virtual
+                terms = {**terms, "virtual_depth": virtual, "total": loss}
         # Stop before a non-finite loss reaches the parameters. On the CPU the check is free; on
         # CUDA it would stall the queue, so it runs every 10 iterations (non-finite sample
         # coordinates are made harmless in the tri-plane meanwhile).
@@ -423,6 +439,13 @@ def _check_options(o: OptimizationParams) -> None:
                  "quater_lr_final"):
         if getattr(o, name) <= 0:
             raise OptionError(f"--{name} must be > 0, got {getattr(o, name)}.")
+    if o.lambda_virtual_depth > 0:
+        if not 0 < o.virtual_yaw < 90:
+            raise OptionError(f"--virtual_yaw must be in (0, 90) degrees, got {o.virtual_yaw}.")
+        if not 0 < o.virtual_scale <= 1:
+            raise OptionError(f"--virtual_scale must be in (0, 1], got {o.virtual_scale}.")
+        if o.virtual_every < 1:
+            raise OptionError(f"--virtual_every must be >= 1, got {o.virtual_every}.")
 
 
 def _tensorboard(path: Path):
