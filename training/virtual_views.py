@@ -12,9 +12,10 @@ is smooth.
 proxy, and the chin over the neck is a true edge) from the training camera orbited about the
 head's vertical axis by a random yaw, at a reduced size, and penalises the expected depth's
 second differences along rows and columns where the pixels are covered (a robust L1 in head
-radii, weighted by the pixels' alpha): a slanted plane costs nothing, a step or a spike does. Nothing is known of the colours in that view, so nothing else is
-asked of it. The idea is that of RegNeRF's depth smoothness in unobserved views (Niemeyer et al.,
-CVPR 2022), here for Gaussians; the implementation is our own.
+radii, weighted by the pixels' alpha): a slanted plane costs nothing, a step or a spike does.
+Nothing is known of the colours in that view, so nothing else is asked of it. The idea is that
+of RegNeRF's depth smoothness in unobserved views (Niemeyer et al., CVPR 2022), here for
+Gaussians; the implementation is our own.
 """
 
 from __future__ import annotations
