@@ -2,7 +2,8 @@
 # On a CUDA machine: the novel-view comparison of issue 18 on the 512 px synthetic head.
 # Makes the head (600 frames, novel views of the last 100) in $GH_SYN_DATA when missing while two
 # processes start gsplat's first build at once (they must wait for each other: the build lock),
-# then trains the old body/head shape and the default side by side (bench/fidelity_matrix.py).
+# then trains the default and the default with smooth depth in turned views
+# (--lambda_virtual_depth 0.1 and 0.3) side by side (bench/fidelity_matrix.py).
 #
 #   bash bench/gpu_novel_views.sh RESULTS_DIR [MINUTES] [SEEDS...] [-- more fidelity_matrix options]
 #
@@ -28,7 +29,7 @@ done
 wait
 echo "gsplat ready after $(( $(date +%s) - t0 )) s (two processes started at once)"
 [ -f "$syn/transforms.json" ] || { echo "no synthetic data in $syn" >&2; exit 1; }
-old="old=--body_shape slab --lambda_view_extent 0 --hull_prune false"
-"$PY" bench/fidelity_matrix.py --data syn="$syn" --variants "$old" "default=" \
+"$PY" bench/fidelity_matrix.py --data syn="$syn" --variants "default=" \
+    "vdepth01=--lambda_virtual_depth 0.1" "vdepth03=--lambda_virtual_depth 0.3" \
     --seeds "${seeds[@]}" --minutes "$minutes" --parallel 4 --out "$results" \
     --fidelity_args=--sheet_cell=192 "$@"
