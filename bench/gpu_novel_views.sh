@@ -31,5 +31,5 @@ echo "gsplat ready after $(( $(date +%s) - t0 )) s (two processes started at onc
 [ -f "$syn/transforms.json" ] || { echo "no synthetic data in $syn" >&2; exit 1; }
 "$PY" bench/fidelity_matrix.py --data syn="$syn" --variants "default=" \
     "vdepth01=--lambda_virtual_depth 0.1" "vdepth03=--lambda_virtual_depth 0.3" \
-    --seeds "${seeds[@]}" --minutes "$minutes" --parallel 4 --out "$results" \
+    --seeds "${seeds[@]}" --minutes "$minutes" --parallel 6 --out "$results" \
     --fidelity_args=--sheet_cell=192 "$@"
