@@ -17,7 +17,6 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -25,7 +24,7 @@ from arguments import ModelParams, OptimizationParams, PipelineParams
 from gaussian_renderer import RenderOutput, means2d_grad
 from scene import Scene
 from scene.cameras import Camera
-from scene.gaussian_model import SH_DEGREE_INTERVAL, FrameGaussians
+from scene.gaussian_model import SH_DEGREE_INTERVAL
 from scene.rendering import colour_viewpoint, render_view
 from scene.run_folder import (
     CHECKPOINT,
@@ -159,10 +158,7 @@ class Trainer:
                                     opt.lambda_alpha if self.use_alpha else 0.0,
                                     lambda_regions=opt.lambda_regions if self.use_regions
                                     else 0.0)
-        self.virtual = (VirtualViews(opt.virtual_yaw, opt.virtual_scale,
-                                     np.asarray(self.cfg.center, dtype=np.float64),
-                                     self.cfg.radius, seed)
-                        if opt.lambda_virtual_depth > 0 else None)
+        self.virtual = VirtualViews.from_options(opt, self.cfg, seed)
         self.frame_networks = FrameNetworks(self.model, self.execution.graphs,
                                             shape=self.shape_terms)
         self.lpips_fn, self.lpips_note = make_lpips(self.device)
@@ -251,13 +247,9 @@ class Trainer:
                 loss = loss + sum(shape.values())
                 terms = {**terms, **shape, "total": loss}
         if self.virtual is not None and iteration % o.virtual_every == 0:
-            with phase("virtual view"):
-                # the frame's head Gaussians from a turned camera: smooth depth asked of it
-                head = FrameGaussians(**{k: None if v is None else v[:n_head]
-                                         for k, v in vars(g).items()})
-                view = render_view(self.model, head, self.virtual.camera(cam), self.background,
-                                   self.backend)
-                virtual = o.lambda_virtual_depth * self.virtual.loss(view)
+            with phase("virtual view"):  # the head from a turned camera: smooth depth
+                virtual = o.lambda_virtual_depth * self.virtual.term(
+                    self.model, g, n_head, cam, self.background, self.backend)
                 loss = loss + virtual
                 terms = {**terms, "virtual_depth": virtual, "total": loss}
         # Stop before a non-finite loss reaches the parameters. On the CPU the check is free; on
@@ -439,13 +431,6 @@ def _check_options(o: OptimizationParams) -> None:
                  "quater_lr_final"):
         if getattr(o, name) <= 0:
             raise OptionError(f"--{name} must be > 0, got {getattr(o, name)}.")
-    if o.lambda_virtual_depth > 0:
-        if not 0 < o.virtual_yaw < 90:
-            raise OptionError(f"--virtual_yaw must be in (0, 90) degrees, got {o.virtual_yaw}.")
-        if not 0 < o.virtual_scale <= 1:
-            raise OptionError(f"--virtual_scale must be in (0, 1], got {o.virtual_scale}.")
-        if o.virtual_every < 1:
-            raise OptionError(f"--virtual_every must be >= 1, got {o.virtual_every}.")
 
 
 def _tensorboard(path: Path):

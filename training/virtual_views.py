@@ -27,6 +27,9 @@ import torch
 
 from gaussian_renderer import RenderOutput
 from scene.cameras import Camera
+from scene.gaussian_model import FrameGaussians
+from scene.rendering import render_view
+from utils.errors import OptionError
 
 CHARBONNIER_EPS = 1e-3  # in head radii: below this a depth kink costs quadratically
 
@@ -72,6 +75,22 @@ class VirtualViews:
         self.radius = float(radius)
         self.rng = np.random.default_rng(seed + 7919)
 
+    @classmethod
+    def from_options(cls, opt, cfg, seed: int) -> VirtualViews | None:
+        """From the training options (``lambda_virtual_depth``, ``virtual_yaw``,
+        ``virtual_scale``, ``virtual_every``) and the model's config (its head centre and
+        radius); None where the term is off. Bad values raise :class:`OptionError`."""
+        if opt.lambda_virtual_depth <= 0:
+            return None
+        if not 0 < opt.virtual_yaw < 90:
+            raise OptionError(f"--virtual_yaw must be in (0, 90) degrees, got {opt.virtual_yaw}.")
+        if not 0 < opt.virtual_scale <= 1:
+            raise OptionError(f"--virtual_scale must be in (0, 1], got {opt.virtual_scale}.")
+        if opt.virtual_every < 1:
+            raise OptionError(f"--virtual_every must be >= 1, got {opt.virtual_every}.")
+        return cls(opt.virtual_yaw, opt.virtual_scale, np.asarray(cfg.center, dtype=np.float64),
+                   cfg.radius, seed)
+
     def yaw(self) -> float:
         """A random yaw in degrees."""
         lo = self.max_yaw / 3
@@ -94,3 +113,10 @@ class VirtualViews:
     def loss(self, out: RenderOutput) -> torch.Tensor:
         """The depth roughness of a virtual view's render (head radii)."""
         return depth_roughness(out.depth, out.alpha, self.radius)
+
+    def term(self, model, g: FrameGaussians, n_head: int, cam: Camera,
+             background: torch.Tensor, backend: str) -> torch.Tensor:
+        """The depth roughness of the frame's head Gaussians (the first ``n_head`` rows of
+        ``g``, the frame's joined Gaussians of ``model``) seen from a turned ``cam``."""
+        head = FrameGaussians(**{k: None if v is None else v[:n_head] for k, v in vars(g).items()})
+        return self.loss(render_view(model, head, self.camera(cam), background, backend))
