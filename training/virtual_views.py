@@ -82,14 +82,14 @@ class VirtualViews:
         radius); None where the term is off. Bad values raise :class:`OptionError`."""
         if opt.lambda_virtual_depth <= 0:
             return None
-        if not 0 < opt.virtual_yaw < 90:
-            raise OptionError(f"--virtual_yaw must be in (0, 90) degrees, got {opt.virtual_yaw}.")
-        if not 0 < opt.virtual_scale <= 1:
-            raise OptionError(f"--virtual_scale must be in (0, 1], got {opt.virtual_scale}.")
         if opt.virtual_every < 1:
             raise OptionError(f"--virtual_every must be >= 1, got {opt.virtual_every}.")
-        return cls(opt.virtual_yaw, opt.virtual_scale, np.asarray(cfg.center, dtype=np.float64),
-                   cfg.radius, seed)
+        try:
+            return cls(opt.virtual_yaw, opt.virtual_scale,
+                       np.asarray(cfg.center, dtype=np.float64), cfg.radius, seed)
+        except ValueError as e:
+            raise OptionError(f"{e}. Fix: pass --virtual_yaw in (0, 90) and --virtual_scale in "
+                              "(0, 1].") from None
 
     def yaw(self) -> float:
         """A random yaw in degrees."""
