@@ -118,6 +118,12 @@ class ModelParams(ParamGroup):
         "degrees of head motion); axes = the crossing alone (before 2026-12-07: on webcam "
         "clips it lay 0.1-0.3 in front of the head, and the head started there)",
         choices=("origin", "axes"))
+    head_shell: float = _opt(
+        0.0, "with a value > 0, the random initial head Gaussians fill only the outer layer of "
+        "the head's volume (the visual hull cut to a head-deep ellipsoid), this fraction of the "
+        "way from its surface to its centre: the sides and back of the head start where a "
+        "surface is, rather than a filled volume whose outline is drawn from the depth of its "
+        "centre (0 = the whole volume)")
     face_init_share: float = _opt(
         0.2, "share of the initial head Gaussians placed on the face mesh of transforms.json "
         "(written by tools/preprocess.py; ignored without one) instead of at random in the "

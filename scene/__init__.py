@@ -110,12 +110,13 @@ class Scene:
 
     # ------------------------------------------------------------------ initial points
     def initial_points(self, num_points: int, seed: int, head_only: bool = False,
-                       centre: str = "origin") -> tuple[np.ndarray, str]:
+                       centre: str = "origin", shell: float = 0.0) -> tuple[np.ndarray, str]:
         """Initial Gaussian centres: the dataset's points3d.ply if present, otherwise random
         points inside the cameras' view of the head (the visual hull of the masks; of the
         parsing maps' head with ``head_only`` where every training frame has one), sought in
         the sphere about :attr:`center` (``centre="origin"``) or about the optical axes'
-        crossing alone (``"axes"``, :func:`scene.cameras.view_sphere` without its prior)."""
+        crossing alone (``"axes"``, :func:`scene.cameras.view_sphere` without its prior);
+        ``shell``: see :func:`scene.initialization.carve_random_points`."""
         if self.info.points3d_path is not None:
             xyz = read_points3d(self.info.points3d_path)
             return xyz, f"{len(xyz)} points from {self.info.points3d_path}"
@@ -127,9 +128,10 @@ class Scene:
         elif centre != "origin":
             raise ValueError(f"unknown head centre {centre!r}")
         xyz = carve_random_points(self.info, center, radius, num_points, seed,
-                                  head_only=head_only or None)
+                                  head_only=head_only or None, shell=shell)
         what = "the parsing maps' head" if head_only else "the masks"
-        return xyz, f"{len(xyz)} random points inside the visual hull of {what}"
+        where = "in the outer layer of" if shell > 0 else "inside"
+        return xyz, f"{len(xyz)} random points {where} the visual hull of {what}"
 
     @property
     def has_parsing(self) -> bool:

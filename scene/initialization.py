@@ -16,10 +16,15 @@ from utils.graphics_utils import GL_TO_CV
 
 def carve_random_points(info: DatasetInfo, center: np.ndarray, radius: float, n: int,
                         seed: int, max_views: int = 24, size: int = 128,
-                        head_only: bool | None = None) -> np.ndarray:
+                        head_only: bool | None = None, shell: float = 0.0) -> np.ndarray:
     """Sample ``n`` points uniformly in the view sphere that project inside the foreground of
     (almost) every sampled training frame (the head of the parsing maps with ``head_only``).
-    Without masks, points fill the sphere."""
+    Without masks, points fill the sphere.
+
+    ``shell`` > 0: the points lie instead in the outer layer of that volume (cut to a head-deep
+    ellipsoid), this fraction of the way from its boundary to its centre: a head's surface,
+    its sides and back included, rather than a filled volume whose outline, seen from the
+    capture camera, is drawn by points at the depth of its centre (:func:`_shell_points`)."""
     rng = np.random.default_rng(seed)
     frames = info.train_frames
     pick = np.linspace(0, len(frames) - 1, min(max_views, len(frames))).round().astype(int)
@@ -40,14 +45,62 @@ def carve_random_points(info: DatasetInfo, center: np.ndarray, radius: float, n:
         # Views of a monocular video span a few tens of degrees: the hull is a long prism
         # along the viewing direction, far deeper than any head. Keep its part inside the
         # ellipsoid as deep as the hull is wide (about the mean viewing direction).
-        ellipsoid = _head_ellipsoid(pts, [v[1] for v in views])
-        pts = _carve(views, center, radius, n, rng, ellipsoid)
+        ellipsoid, middle = _head_ellipsoid(pts, [v[1] for v in views])
+        layer = (_shell_points(views, middle, radius, n, rng, ellipsoid, shell) if shell > 0
+                 else None)
+        pts = (layer if layer is not None
+               else _carve(views, center, radius, n, rng, ellipsoid))
     if len(pts) < min(n, 100):
         # the masks do not overlap in any common volume (bad poses?); fall back to the sphere
         cand = rng.normal(size=(n, 3))
         cand /= np.linalg.norm(cand, axis=1, keepdims=True)
         pts = center + radius * cand * rng.random((n, 1)) ** (1 / 3)
     return pts.astype(np.float32)
+
+
+def _in_hull(views: list, points: np.ndarray) -> np.ndarray:
+    """Whether points [M, 3] project inside the foreground of at least 90% of ``views``."""
+    votes = np.zeros(len(points))
+    for sil, w2c, fx, fy, cx, cy in views:
+        p = points @ w2c[:3, :3].T + w2c[:3, 3]
+        z = np.maximum(p[:, 2], 1e-6)
+        u = np.floor(fx * p[:, 0] / z + cx).astype(int)
+        v = np.floor(fy * p[:, 1] / z + cy).astype(int)
+        inside = (u >= 0) & (u < sil.shape[1]) & (v >= 0) & (v < sil.shape[0]) & (p[:, 2] > 0)
+        fg = np.zeros(len(points), dtype=bool)
+        fg[inside] = sil[v[inside], u[inside]] > 0.5
+        votes += fg
+    return votes >= 0.9 * len(views) if views else np.ones(len(points), dtype=bool)
+
+
+def _shell_points(views: list, middle: np.ndarray, radius: float, n: int,
+                  rng: np.random.Generator, accept, thickness: float) -> np.ndarray | None:
+    """``n`` points in the outer layer of the volume inside ``accept`` and the hull of
+    ``views``, seen as star-shaped from ``middle`` [3]: along random directions from it, the
+    volume's boundary is found by bisection (the farthest inside point, up to 2 ``radius``),
+    and a point placed between that boundary and ``thickness`` of the way back towards
+    ``middle``. Directions are weighted by the boundary's squared distance, so that points are
+    about uniform over the surface. None where ``middle`` itself lies outside the volume."""
+    m = max(4 * n, 1024)
+    d = rng.normal(size=(m, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    lo, hi = np.zeros(m), np.full(m, 2.0 * radius)
+
+    def ok(t):
+        pts = middle + d * t[:, None]
+        return accept(pts) & _in_hull(views, pts)
+
+    if not ok(lo[:1]).all():
+        return None
+    for _ in range(16):
+        mid = (lo + hi) / 2
+        inside = ok(mid)
+        lo = np.where(inside, mid, lo)
+        hi = np.where(inside, hi, mid)
+    w = lo ** 2 / (lo ** 2).sum()
+    pick = rng.choice(m, size=n, p=w)
+    depth = 1.0 - thickness * rng.random(n)
+    return middle + d[pick] * (lo[pick] * depth)[:, None]
 
 
 def _carve(views: list, center: np.ndarray, radius: float, n: int, rng: np.random.Generator,
@@ -63,17 +116,7 @@ def _carve(views: list, center: np.ndarray, radius: float, n: int, rng: np.rando
         cand = center + radius * cand
         if accept is not None:
             cand = cand[accept(cand)]
-        votes = np.zeros(len(cand))
-        for sil, w2c, fx, fy, cx, cy in views:
-            p = cand @ w2c[:3, :3].T + w2c[:3, 3]
-            z = np.maximum(p[:, 2], 1e-6)
-            u = np.floor(fx * p[:, 0] / z + cx).astype(int)
-            v = np.floor(fy * p[:, 1] / z + cy).astype(int)
-            inside = (u >= 0) & (u < sil.shape[1]) & (v >= 0) & (v < sil.shape[0]) & (p[:, 2] > 0)
-            fg = np.zeros(len(cand), dtype=bool)
-            fg[inside] = sil[v[inside], u[inside]] > 0.5
-            votes += fg
-        keep = cand[votes >= 0.9 * len(views)] if views else cand
+        keep = cand[_in_hull(views, cand)]
         out.append(keep)
         total += len(keep)
         if total >= n:
@@ -82,7 +125,7 @@ def _carve(views: list, center: np.ndarray, radius: float, n: int, rng: np.rando
 
 
 def _head_ellipsoid(hull: np.ndarray, w2cs: list[np.ndarray]):
-    """A predicate on points [M, 3]: inside the ellipsoid whose axes, in the mean camera's
+    """The ellipsoid's centre [3] (head frame) and a predicate on points [M, 3]: inside the ellipsoid whose axes, in the mean camera's
     frame, are the hull's lateral half-extents (2nd to 98th percentile) and, along the viewing
     direction, the larger of them. Laterally it is centred on the hull; in depth on the head
     frame's origin (trackers put it near the centre of the head; the hull itself reaches
@@ -101,7 +144,7 @@ def _head_ellipsoid(hull: np.ndarray, w2cs: list[np.ndarray]):
     def inside(points: np.ndarray) -> np.ndarray:
         return ((((points @ rot.T) - centre) / axes) ** 2).sum(1) <= 1.0
 
-    return inside
+    return inside, centre @ rot
 
 
 @dataclass

@@ -26,7 +26,7 @@ def build_model(scene: Scene, data: ModelParams, opt: OptimizationParams, seed: 
         return model.to(execution.device), None, None
     body = data.body and not data.only_head
     xyz, note = scene.initial_points(data.init_points, seed, head_only=body,
-                                      centre=data.head_centre)
+                                      centre=data.head_centre, shell=data.head_shell)
     xyz, note = _face_start(scene, xyz, note, data.face_init_share, seed)
     # tri-plane coordinates are normalised to the head's bounding sphere (from the initial
     # points) so that the planes' resolution covers the head
