@@ -127,10 +127,11 @@ def _carve(views: list, center: np.ndarray, radius: float, n: int, rng: np.rando
 def _head_ellipsoid(hull: np.ndarray, w2cs: list[np.ndarray]):
     """A predicate on points [M, 3] and the ellipsoid's centre [3] (head frame): inside the
     ellipsoid whose axes, in the mean camera's frame, are the hull's lateral half-extents (2nd
-    to 98th percentile) and, along the viewing direction, the larger of them. Laterally it is centred on the hull; in depth on the head
-    frame's origin (trackers put it near the centre of the head; the hull itself reaches
-    further behind the head than in front of it, as perspective shrinks what is farther), or
-    on the hull's middle where the origin lies outside the hull's depth range."""
+    to 98th percentile) and, along the viewing direction, the larger of them. Laterally it is
+    centred on the hull; in depth on the head frame's origin (trackers put it near the centre
+    of the head; the hull itself reaches further behind the head than in front of it, as
+    perspective shrinks what is farther), or on the hull's middle where the origin lies
+    outside the hull's depth range."""
     rot = np.mean([w[:3, :3] for w in w2cs], axis=0)
     u, _, vt = np.linalg.svd(rot)
     rot = u @ vt  # the mean camera's orientation (world to camera)
