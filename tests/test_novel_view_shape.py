@@ -182,6 +182,30 @@ def test_visual_hull_holds_the_head_and_not_the_space_beside_it(synthetic_datase
     torch.testing.assert_close(m.xyz.detach(), inside)
 
 
+def test_head_shell_start_lies_in_the_volumes_outer_layer(synthetic_dataset):
+    """--head_shell: the initial head points fill the outer layer of the volume the default
+    start fills (the same extent, the sides and back included), and none its core."""
+    scene = Scene(synthetic_dataset, test_frames=8, eval_frames=8)
+    fill, note = scene.initial_points(3000, 0, head_only=True)
+    shell, shell_note = scene.initial_points(3000, 0, head_only=True, shell=0.15)
+    assert shell.shape == fill.shape == (3000, 3)
+    assert "inside" in note and "outer layer" in shell_note
+    middle = fill.mean(0)
+    r_fill = np.linalg.norm(fill - middle, axis=1)
+    r_shell = np.linalg.norm(shell - middle, axis=1)
+    # the same volume: the shell reaches as far as the fill, not beyond it
+    np.testing.assert_allclose(np.percentile(r_shell, 99), np.percentile(r_fill, 99), rtol=0.1)
+    assert np.ptp(shell, axis=0).max() < 1.1 * np.ptp(fill, axis=0).max()
+    # no core: a uniform fill has an eighth of its points within half its size, a shell none
+    core = 0.5 * np.percentile(r_fill, 95)
+    assert (r_fill < core).mean() > 0.05 and (r_shell < core).mean() < 0.01
+    # every side: the points' directions from the middle cover the sphere about evenly
+    d = (shell - middle) / r_shell[:, None]
+    assert np.abs(d.mean(0)).max() < 0.15
+    for axis in range(3):
+        assert (d[:, axis] > 0.7).mean() > 0.05 and (d[:, axis] < -0.7).mean() > 0.05
+
+
 def test_yaw_split_holds_out_the_turned_frames(synthetic_dataset, tmp_path):
     """The frames turned past the limit are held out last, after the last test frames within
     it; train.py reads the split dataset with --test_frames = held_out."""
