@@ -291,6 +291,12 @@ class OptimizationParams(ParamGroup):
     virtual_scale: float = _opt(0.5, "size of the turned camera's image as a fraction of the "
                                 "training image's")
     virtual_every: int = _opt(1, "render the turned camera every N iterations")
+    lambda_radial_normal: float = _opt(
+        0.0, "weight of the penalty on flat head Gaussians whose normal (shortest axis) does "
+        "not point away from the head's centre: a surface facing outwards, so that the "
+        "head's outline seen from the front is made of sheets reaching back along its sides, "
+        "not of discs facing the camera that a turned view sees as a flat rim (0 = off, as "
+        "the paper)")
     lambda_offset: float = _opt(
         0.0, "weight of the mean length of the deformation's position offsets, in head radii "
         "(holds still what the expressions need not move: hair, ears, the head's sides, "

@@ -24,14 +24,15 @@ def test_padded_frame_step_matches_the_body_and_shape_terms_of_the_eager_step(tm
     cap = np.stack([x.ravel(), y.ravel(), np.sqrt(0.01 - x.ravel() ** 2 - y.ravel() ** 2)], 1)
     edit_transforms(data, lambda m: m.update(face_mesh=cap.round(5).tolist()))
     t = _cpu_trainer(tmp_path / "run", data, graphs=False, lambda_face_depth=1.0,
-                     lambda_offset=1.0)
+                     lambda_offset=1.0, lambda_radial_normal=1.0)
     m = t.model
     assert m.body is not None and m.body.num_gaussians > 0
     names = t.shape_terms.names()
-    assert names == ["aniso", "view_extent", "face_depth", "offset"]
-    with torch.no_grad():  # move some Gaussians in front of the face and stretch others
+    assert names == ["aniso", "view_extent", "face_depth", "offset", "radial_normal"]
+    with torch.no_grad():  # move some Gaussians in front of the face, stretch and flatten others
         m.xyz[:20] = torch.tensor([0.0, 0.0, 0.13]) + 0.01 * torch.randn(20, 3)
         m.scaling[20:40, 2] += 3.0
+        m.scaling[40:60, 0] -= 2.0  # discs
         m.body.scaling[:10, 0] += 3.0
         for head in m.deform._heads():  # some start at 0: offsets of every kind
             head.weight.normal_(0.0, 0.01)

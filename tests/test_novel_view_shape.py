@@ -20,7 +20,7 @@ from scene.yaw_split import frame_yaws, plan_yaw_split, write_yaw_split
 from tests.helpers import look_at_c2w
 from tools import make_synthetic as ms
 from training.densification import Densifier, DensifyConfig
-from training.regularizers import VisualHull, view_extent_penalty
+from training.regularizers import VisualHull, radial_normal_penalty, view_extent_penalty
 from utils.errors import DatasetError
 from utils.graphics_utils import quat_to_rotmat
 
@@ -154,6 +154,32 @@ def test_view_extent_penalty_spares_discs_facing_the_eye():
     turned = view_extent_penalty(means[:2], rot90[:2], log_s[:2], eye, 1.0)
     assert turned.item() == pytest.approx(0.5 * 0.5 * np.log(1.0 / ((1.0 + 0.01) / 2)),
                                           rel=1e-4)
+
+
+def test_radial_normal_penalty_wants_flat_gaussians_facing_away_from_the_centre():
+    """--lambda_radial_normal: 0 for a disc whose normal points away from the centre, its
+    flatness for one whose normal lies across that direction (a disc at the outline facing
+    the camera), 0 for spheres; only the rotations get a gradient."""
+    centre = torch.zeros(3)
+    means = torch.tensor([[0.1, 0.0, 0.0]] * 3)  # on the head's side, the camera along +z
+    log_s = torch.log(torch.tensor([[0.1, 1.0, 1.0],    # disc, normal x: facing outwards
+                                    [1.0, 1.0, 0.1],    # disc, normal z: facing the camera
+                                    [1.0, 1.0, 1.0]]))  # sphere
+    rot = torch.tensor([[1.0, 0, 0, 0]] * 3)
+    each = [radial_normal_penalty(means[i:i + 1], rot[i:i + 1], log_s[i:i + 1], centre).item()
+            for i in range(3)]
+    assert each[0] == pytest.approx(0.0, abs=1e-6)
+    assert each[1] == pytest.approx(1.0 - 0.1, rel=1e-5)
+    assert each[2] == pytest.approx(0.0, abs=1e-6)
+    scales = log_s.clone().requires_grad_(True)
+    xyz = means.clone().requires_grad_(True)
+    tilted = torch.tensor([[0.999, 0.0, 0.04, 0.0]] * 3, requires_grad=True)
+    radial_normal_penalty(xyz, tilted, scales, centre).backward()
+    assert tilted.grad[1].abs().sum() > 0.1 and scales.grad is None and xyz.grad is None
+    # the facing disc turned 90 degrees about y faces outwards: no penalty
+    rot90 = torch.tensor([[np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0]])
+    assert radial_normal_penalty(means[1:2], rot90, log_s[1:2], centre).item() == pytest.approx(
+        0.0, abs=1e-6)
 
 
 @pytest.fixture(scope="module")

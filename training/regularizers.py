@@ -60,6 +60,28 @@ def view_extent_penalty(means: torch.Tensor, rotations: torch.Tensor, log_scales
     return weighted_mean(torch.relu(ratio - math.log(max_ratio)), weights)
 
 
+def radial_normal_penalty(means: torch.Tensor, rotations: torch.Tensor,
+                          log_scales: torch.Tensor, centre: torch.Tensor,
+                          weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over Gaussians of how far a flat Gaussian's normal (its shortest axis) is from the
+    direction from the head's ``centre`` [3] to its centre (means [N, 3]; rotations [N, 4];
+    log_scales [N, 3]): 1 - |cos| of the angle between them (a gradient of the same size at
+    every angle, unlike 1 - cos^2, which stalls across the radial direction), times the Gaussian's flatness
+    1 - s_min / s_mid (0 for a sphere or a needle, whose shortest axis says nothing). A head is
+    about star-shaped from its centre, so its surface faces away from it: at the outline seen
+    from the front that is a sheet seen edge-on, reaching back along the side of the head,
+    where a disc facing the camera would be a flat rim from a turned one. Only the rotations
+    get a gradient. ``weights`` as :func:`weighted_mean`."""
+    axes = quat_to_rotmat(rotations)  # [N, 3, 3], columns: the local axes
+    order = torch.argsort(log_scales.detach(), dim=-1)
+    normal = torch.gather(axes, 2, order[:, None, :1].expand(-1, 3, 1))[..., 0]
+    radial = torch.nn.functional.normalize(means.detach() - centre, dim=-1)
+    cos = (normal * radial).sum(-1).abs()
+    s = torch.gather(log_scales.detach(), 1, order)
+    flat = 1.0 - torch.exp(s[:, 0] - s[:, 1])
+    return weighted_mean(flat * (1.0 - cos), weights)
+
+
 def offset_penalty(means: torch.Tensor, xyz: torch.Tensor, radius: float,
                    weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over Gaussians of the length of the deformation's offset (a frame's ``means`` [N, 3]
@@ -77,13 +99,17 @@ class ShapeTerms:
 
     def __init__(self, lambda_aniso: float, max_aniso: float, lambda_view: float,
                  max_view_ratio: float, lambda_face: float = 0.0, face=None,
-                 lambda_offset: float = 0.0, radius: float = 1.0):
+                 lambda_offset: float = 0.0, radius: float = 1.0,
+                 lambda_radial: float = 0.0, centre=(0.0, 0.0, 0.0)):
         """``face``: a :class:`training.face_prior.FaceSurface` for ``lambda_face`` (the term is
-        off without one); ``radius``: the head's, the unit of ``lambda_offset``'s term."""
+        off without one); ``radius``: the head's, the unit of ``lambda_offset``'s term;
+        ``centre``: the head's, from which ``lambda_radial``'s normals point away."""
         self.lambda_aniso, self.max_aniso = lambda_aniso, max_aniso
         self.lambda_view, self.max_view_ratio = lambda_view, max_view_ratio
         self.lambda_face, self.face = lambda_face, face
         self.lambda_offset, self.radius = lambda_offset, float(radius)
+        self.lambda_radial = lambda_radial
+        self.centre = torch.as_tensor(np.asarray(centre, dtype=np.float32))
 
     @property
     def active(self) -> bool:
@@ -94,7 +120,8 @@ class ShapeTerms:
         return ((["aniso"] if self.lambda_aniso > 0 else [])
                 + (["view_extent"] if self.lambda_view > 0 else [])
                 + (["face_depth"] if self.lambda_face > 0 and self.face is not None else [])
-                + (["offset"] if self.lambda_offset > 0 else []))
+                + (["offset"] if self.lambda_offset > 0 else [])
+                + (["radial_normal"] if self.lambda_radial > 0 else []))
 
     def __call__(self, model, campos: torch.Tensor, means: torch.Tensor | None = None
                  ) -> dict[str, torch.Tensor]:
@@ -134,6 +161,10 @@ class ShapeTerms:
             terms["offset"] = (self.lambda_offset * offset_penalty(means, head["xyz"],
                                                                    self.radius, head_w)
                                if means is not None else head["xyz"].new_zeros(()))
+        if self.lambda_radial > 0:
+            centre = self.centre.to(head["xyz"].device)
+            terms["radial_normal"] = self.lambda_radial * radial_normal_penalty(
+                head["xyz"], head["rotation"], head["scaling"], centre, head_w)
         return terms
 
 

@@ -147,7 +147,8 @@ class Trainer:
                 if opt.lambda_face_depth > 0 and mesh is not None else None)
         self.shape_terms = ShapeTerms(opt.lambda_aniso, opt.max_aniso, opt.lambda_view_extent,
                                       opt.max_view_ratio, opt.lambda_face_depth, face,
-                                      opt.lambda_offset, self.cfg.radius)
+                                      opt.lambda_offset, self.cfg.radius,
+                                      opt.lambda_radial_normal, self.cfg.center)
         self.use_alpha = opt.lambda_alpha > 0 and self.scene.images.masks is not None
         self.use_regions = opt.lambda_regions > 0 and self.scene.load_regions()
         if opt.lambda_regions > 0 and not self.use_regions:
