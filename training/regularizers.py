@@ -66,12 +66,12 @@ def radial_normal_penalty(means: torch.Tensor, rotations: torch.Tensor,
     """Mean over Gaussians of how far a flat Gaussian's normal (its shortest axis) is from the
     direction from the head's ``centre`` [3] to its centre (means [N, 3]; rotations [N, 4];
     log_scales [N, 3]): 1 - |cos| of the angle between them (a gradient of the same size at
-    every angle, unlike 1 - cos^2, which stalls across the radial direction), times the Gaussian's flatness
-    1 - s_min / s_mid (0 for a sphere or a needle, whose shortest axis says nothing). A head is
-    about star-shaped from its centre, so its surface faces away from it: at the outline seen
-    from the front that is a sheet seen edge-on, reaching back along the side of the head,
-    where a disc facing the camera would be a flat rim from a turned one. Only the rotations
-    get a gradient. ``weights`` as :func:`weighted_mean`."""
+    every angle, unlike 1 - cos^2, which stalls across the radial direction), times the
+    Gaussian's flatness 1 - s_min / s_mid (0 for a sphere or a needle, whose shortest axis
+    says nothing). A head is about star-shaped from its centre, so its surface faces away from
+    it: at the outline seen from the front that is a sheet seen edge-on, reaching back along
+    the side of the head, where a disc facing the camera would be a flat rim from a turned
+    one. Only the rotations get a gradient. ``weights`` as :func:`weighted_mean`."""
     axes = quat_to_rotmat(rotations)  # [N, 3, 3], columns: the local axes
     order = torch.argsort(log_scales.detach(), dim=-1)
     normal = torch.gather(axes, 2, order[:, None, :1].expand(-1, 3, 1))[..., 0]
