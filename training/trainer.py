@@ -51,6 +51,7 @@ from training.run_control import (
     rare_expression_weights,
 )
 from training.virtual_views import VirtualViews
+from training.visibility import prune_unseen
 from utils.errors import OptionError, TrainingDiverged
 from utils.execution import Execution, resolve_execution
 from utils.general_utils import seed_everything
@@ -356,6 +357,9 @@ class Trainer:
                             self.tb.add_scalar(f"train/{k}", v, iteration)
                         self.tb.add_scalar("train/num_gaussians", self.model.num_gaussians,
                                            iteration)
+                if (iteration == last or out_of_time) and o.unseen_prune > 0:
+                    self.log(f"\n[run] {prune_unseen(self, iteration)} head Gaussians that no "
+                             f"training frame sees removed (--unseen_prune {o.unseen_prune})")
                 if iteration in self.test_iterations and self.scene.test_cameras:
                     final_metrics = self.evaluate(iteration)
                 if iteration in self.save_iterations:
