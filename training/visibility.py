@@ -19,7 +19,7 @@ import torch
 
 from gaussian_renderer import rasterize
 from scene.cameras import Camera
-from scene.gaussian_model import GaussianHead
+from scene.gaussian_model import FrameGaussians, GaussianHead
 from scene.rendering import colour_viewpoint
 
 
@@ -46,24 +46,33 @@ def pick_views(cameras: list[Camera], max_views: int) -> list[int]:
     return sorted(picked)
 
 
+def frame_weights(model: GaussianHead, g: FrameGaussians, cam: Camera, backend: str,
+                  device: torch.device, where: torch.Tensor | None = None) -> torch.Tensor:
+    """Each of a frame's Gaussians ``g`` (head and body) [N]: its blending weight summed over
+    the pixels of ``cam``'s image, or over those of the mask ``where`` [H, W] (float)."""
+    viewmat, K, _, _ = cam.tensors(device, model.centred_principal_point)
+    ones = torch.ones(g.means.shape[0], 3, device=device, requires_grad=True)
+    with torch.enable_grad():
+        out = rasterize(g.means, g.quats, g.scales, g.opacities.float(), ones, viewmat, K,
+                        cam.width, cam.height, torch.zeros(3, device=device), covars=g.covars,
+                        backend=backend, with_depth=False, **model.raster_options)
+        image = out.image[0]
+        (image.sum() if where is None else (image * where).sum()).backward()
+    return ones.grad[:, 0]
+
+
 def blending_weights(model: GaussianHead, cameras: list[Camera], iteration: int, backend: str,
                      device: torch.device) -> torch.Tensor:
     """The largest blending weight (in pixels) of each head Gaussian over ``cameras`` [N]."""
     best = torch.zeros(model.num_gaussians, device=device)
     for cam in cameras:
-        viewmat, K, _, exp = cam.tensors(device, model.centred_principal_point)
+        exp = cam.tensors(device, model.centred_principal_point)[3]
         with torch.no_grad():
             view = colour_viewpoint(model, cam, device)
             g = model.derive(exp if model.deforms_at(iteration) else None, view)
             g = model.with_body(g, cam.capture(device))
-        ones = torch.ones(g.means.shape[0], 3, device=device, requires_grad=True)
-        with torch.enable_grad():
-            out = rasterize(g.means, g.quats, g.scales, g.opacities.float(), ones, viewmat, K,
-                            cam.width, cam.height, torch.zeros(3, device=device),
-                            covars=g.covars, backend=backend, with_depth=False,
-                            **model.raster_options)
-            out.image[0].sum().backward()
-        best = torch.maximum(best, ones.grad[:model.num_gaussians, 0])
+        best = torch.maximum(best, frame_weights(model, g, cam, backend, device)[
+            :model.num_gaussians])
     return best
 
 
