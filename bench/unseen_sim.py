@@ -14,7 +14,6 @@ kept, PSNR of the test frames and of each novel yaw).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from scene.novel_views import read_novel_views  # noqa: E402
 from scene.rendering import colour_viewpoint, render_view  # noqa: E402
 from scene.run_folder import available_iterations, load_model  # noqa: E402
 from training.visibility import blending_weights, frame_weights, pick_views  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -38,14 +38,18 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("run")
-    ap.add_argument("data")
-    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.06, 0.6, 6.0])
-    ap.add_argument("--views", type=int, default=64)
-    ap.add_argument("--test_frames", type=int, default=40)
-    ap.add_argument("--test_every", type=int, default=4)
-    ap.add_argument("--resolution", type=int, default=128)
+    ap = make_parser(__doc__)
+    ap.add_argument("run", help="a kept run folder (bench/fidelity.py --keep_runs, train.py -m)")
+    ap.add_argument("data", help="its dataset folder, with novel/ for the turned views")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.06, 0.6, 6.0],
+                    help="the --unseen_prune values to try, in millionths of the frame")
+    ap.add_argument("--views", type=int, default=64,
+                    help="training frames looked through (--unseen_views)")
+    ap.add_argument("--test_frames", type=int, default=40,
+                    help="the dataset's last N frames are the test frames (as trained)")
+    ap.add_argument("--test_every", type=int, default=4, help="score every N-th test frame")
+    ap.add_argument("--resolution", type=int, default=128,
+                    help="the training resolution (train.py's --resolution)")
     args = ap.parse_args(argv)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backend = "gsplat" if dev.type == "cuda" else "torch"

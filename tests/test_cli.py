@@ -104,7 +104,7 @@ SCRIPTS = ["train", "render", "metrics", "viewer", "tools.export", "tools.prepro
            "tools.make_synthetic", "bench.run", "bench.quality", "bench.fidelity",
            "bench.fidelity_matrix", "bench.mlp_variants", "bench.profile_step",
            "bench.torch_rasterizer_cpu", "bench.viewer_frame", "bench.reenactment",
-           "bench.drive_real"]
+           "bench.drive_real", "bench.unseen_sim"]
 REPO = Path(__file__).resolve().parents[1]
 
 
