@@ -270,10 +270,11 @@ class OptimizationParams(ParamGroup):
         "(the volume inside the head's silhouette in the training frames), which a turned "
         "view would see beside the head (false: as the paper)")
     unseen_prune: float = _opt(
-        0.0, "at the end of training, remove head Gaussians whose blending weight stays below "
+        0.5, "at the end of training, remove head Gaussians whose blending weight stays below "
         "this many millionths of the frame's area in every one of --unseen_views training "
         "frames: hidden behind the face or inside the head, nothing holds them, and a turned "
-        "camera sees them stick out past the head's outline (0 = keep them, as the paper)")
+        "camera sees them stick out past the head's outline; a run resumed past its end goes on "
+        "without them (0 = keep them, as the paper)")
     unseen_views: int = _opt(
         64, "training frames that --unseen_prune looks through: half spread over the clip, "
         "half where an expression coefficient is largest or smallest")

@@ -23,13 +23,14 @@ from tools.make_synthetic import make_synthetic
 REPO = Path(__file__).resolve().parents[1]
 ITERS = 300
 # the phases fixed (the paper's lengths), so that a run cut at 150 iterations and resumed to
-# 300 follows the same schedule as one of 300 (phases left at -1 scale with --iterations)
+# 300 follows the same schedule as one of 300 (phases left at -1 scale with --iterations);
+# no pruning at the end (the run cut at 150 would have been pruned there)
 COMMON = ["--test_frames", "8", "--eval_frames", "8", "--warm_up", "150", "--init_points",
           "2000", "--body_points", "500", "--densify_from_iter", "50",
           "--densification_interval", "50", "--densify_until_iter", "15000",
           "--position_lr_max_steps", "30000", "--deform_lr_max_steps", "80000",
           "--triplane_lr_max_step", "80000", "--quater_lr_max_step", "80000",
-          "--opacity_reset_interval", "3000",
+          "--opacity_reset_interval", "3000", "--unseen_prune", "0",
           "--seed", "3", "--quiet", "--backend", "torch", "--device", "cpu"]
 
 
