@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             if abs(info["yaw_deg"] or 0) < 30:
                 continue
             outside = (nv.gt(cam).to(dev).amin(0) > 0.98).float()
-            w_out = frame_weights(model, frame(cam), cam, backend, dev, outside)[:nh]
+            g = frame(cam)
+            w_out = frame_weights(model, g, cam, backend, dev, outside)[:nh]
             capture = Camera(intr=cam.intr, c2w_gl=np.asarray(cam.capture_c2w), exp=cam.exp,
                              capture_c2w=cam.capture_c2w)
-            w_cap = frame_weights(model, frame(cam), capture, backend, dev)[:nh]
+            w_cap = frame_weights(model, g, capture, backend, dev)[:nh]
             spill += float(w_out.sum())
             hidden += float(w_out[w_cap < 0.6e-6 * area].sum())
         print(json.dumps({"iteration": it, "head_gaussians": nh,

@@ -162,9 +162,10 @@ class ShapeTerms:
                                                                    self.radius, head_w)
                                if means is not None else head["xyz"].new_zeros(()))
         if self.lambda_radial > 0:
-            centre = self.centre.to(head["xyz"].device)
+            if self.centre.device != head["xyz"].device:  # once, not a copy every step
+                self.centre = self.centre.to(head["xyz"].device)
             terms["radial_normal"] = self.lambda_radial * radial_normal_penalty(
-                head["xyz"], head["rotation"], head["scaling"], centre, head_w)
+                head["xyz"], head["rotation"], head["scaling"], self.centre, head_w)
         return terms
 
 
